@@ -1,0 +1,1 @@
+"""medjax: a JAX trainer for medical vision-language foundation models (Med-MLLM)."""
