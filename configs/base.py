@@ -1,0 +1,77 @@
+"""Every option medjax reads, with its default and why. Model configs start from this one.
+
+Command-line overrides work on any field: `--config.optim.lr=3e-4 --config.mesh.fsdp=8`.
+"""
+import os
+
+import ml_collections
+
+# Where data_prep writes converted datasets unless --config.data.dir says otherwise.
+DEFAULT_DATA_DIR = os.environ.get("MEDJAX_DATA_DIR", os.path.expanduser("~/medjax_data"))
+
+
+def get_config(arg=None):
+  del arg
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # model init and data order; two runs with one seed are identical
+  c.total_steps = 1000
+  c.batch_size = 256  # GLOBAL batch; split over the mesh's data x fsdp axes and the processes
+
+  # ---- Device mesh -------------------------------------------------------------------------
+  # Axes (data, fsdp, tensor). -1 takes the remaining devices. data = pure data parallel;
+  # fsdp = data parallel with params/optimizer state sharded along `embed` (ZeRO-3);
+  # tensor = Megatron-style split of heads / MLP / vocab. Logical rules: medjax/sharding.py.
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+
+  # ---- Input pipeline (medjax/data/pipeline.py) --------------------------------------------
+  c.data = ml_collections.ConfigDict()
+  c.data.dir = DEFAULT_DATA_DIR  # TFDS data_dir written by data_prep/
+  c.data.name = "covid_cxr"  # dataset (TFDS builder name) under data.dir
+  c.data.tokenizer = ""  # sentencepiece file; '' = the one data_prep trained beside the records
+  c.data.image_size = 224
+  c.data.channels = 1  # chest X-rays are grayscale
+  c.data.text_field = "notes"
+  c.data.text_len = 128  # tokens, incl. BOS/EOS
+  # Pixel statistics of the covid-chestxray training split, [0,1] scale.
+  c.data.mean = 0.5
+  c.data.std = 0.25
+  c.data.crop_scale = (0.6, 1.0)  # random-resized-crop area range (train only)
+  c.data.num_workers = 0  # >0: Grain worker processes decode/augment in parallel
+  c.data.prefetch_buffer = 2
+
+  # ---- Model (medjax/models/medmllm.py) ----------------------------------------------------
+  c.model = ml_collections.ConfigDict()
+  c.model.dtype = "float32"  # compute dtype; "bfloat16" on TPU/GPU. Params stay float32.
+  c.model.remat = False  # recompute block activations in the backward pass (saves memory)
+  c.model.proj_dim = 512  # shared image-text embedding space
+  c.model.image = dict(width=768, depth=12, heads=12, mlp_dim=3072, patch_size=16,
+                       channels=1, image_size=224)
+  c.model.text = dict(vocab_size=32000, width=768, depth=12, heads=12, mlp_dim=3072, max_len=128)
+  c.model.decoder = dict(width=768, depth=6, heads=12, mlp_dim=3072, max_len=128)
+
+  # ---- Objectives (medjax/objectives) -------------------------------------------------------
+  # Each entry: objective name -> its options, always with a `weight`. Weight 0 = off.
+  c.objectives = ml_collections.ConfigDict()
+  # Paired image-text contrastive over the GLOBAL batch. kind: "clip" (softmax InfoNCE) or
+  # "siglip" (pairwise sigmoid).
+  c.objectives.image_text = dict(weight=1.0, kind="clip")
+
+  # ---- Optimizer (medjax/train/optimizer.py) ------------------------------------------------
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 5e-4  # peak learning rate after warmup
+  c.optim.warmup_steps = 100
+  c.optim.end_lr_fraction = 0.01  # cosine decays to lr * this
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.98  # lower than 0.999: steadier contrastive training at large batch
+  c.optim.weight_decay = 0.05  # decoupled (AdamW); not applied to vectors and scalars
+  c.optim.grad_clip = 1.0  # global-norm clipping
+  c.max_nonfinite_in_row = 5  # skipped non-finite updates tolerated before the run stops
+
+  # ---- Logging and checkpoints --------------------------------------------------------------
+  c.log_every = 10  # steps between metric writes (each one syncs the host)
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 3
+  # Peak FLOP/s of one device, for MFU. 184e9 = this repo's CPU f32 matmul peak
+  # (benchmarks/peak_flops.py); TPU v5p bf16 = 459e12, H100 SXM bf16 dense = 989e12.
+  c.peak_flops_per_device = 184e9
+  return c

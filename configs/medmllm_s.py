@@ -1,0 +1,26 @@
+"""Med-MLLM, small: the CPU demo. A real pretraining run on the covid-chestxray sample.
+
+  bash launch/demo.sh      # prepares the data, then runs exactly this:
+  python launch/train.py --config configs/medmllm_s.py --workdir runs/medmllm_s
+
+Expected on a 2-core CPU: see the README's configs table (measured there).
+"""
+from configs import base
+
+
+def get_config(arg=None):
+  c = base.get_config(arg)
+  c.total_steps = 300
+  c.batch_size = 32
+  c.data.image_size = 128
+  c.data.text_len = 128
+  c.model.proj_dim = 128
+  c.model.image = dict(width=192, depth=6, heads=3, mlp_dim=768, patch_size=16, channels=1,
+                       image_size=128)
+  c.model.text = dict(vocab_size=2048, width=192, depth=4, heads=3, mlp_dim=768, max_len=128)
+  c.model.decoder = dict(width=192, depth=2, heads=3, mlp_dim=768, max_len=128)
+  c.optim.lr = 5e-4
+  c.optim.warmup_steps = 30
+  c.log_every = 10
+  c.checkpoint_every = 100
+  return c

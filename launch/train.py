@@ -1,0 +1,128 @@
+"""Pretrains Med-MLLM on a device mesh: one CPU, one GPU or a multi-host pod, by config alone.
+
+  python launch/train.py --config configs/medmllm_s.py --workdir runs/s [--config.mesh.fsdp=4]
+
+Sections, top to bottom: mesh, input pipeline, model & sharding, checkpoint/resume, update step,
+train loop. Re-running with the same --workdir resumes from its newest checkpoint.
+"""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import tqdm  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from medjax import sharding  # noqa: E402
+from medjax.data import pipeline  # noqa: E402
+from medjax.train import checkpoint  # noqa: E402
+from medjax.train import metrics as metrics_lib  # noqa: E402
+from medjax.train import optimizer  # noqa: E402
+from medjax.train import state as state_lib  # noqa: E402
+from medjax.train import step as step_lib  # noqa: E402
+
+config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_config=True)
+flags.DEFINE_string("workdir", None, "Metrics, TensorBoard logs and checkpoints go here.")
+flags.DEFINE_bool("multiprocess", False, "Multi-host run: call jax.distributed.initialize().")
+
+
+def train(config, workdir: str, devices=None) -> list[dict]:
+  """Runs `config` to `config.total_steps`; returns the logged metrics (one dict per log step)."""
+  # ---------------------------------------------------------------------------------- Mesh --
+  mesh = sharding.make_mesh(config.mesh, devices)
+  replicas = mesh.shape["data"] * mesh.shape["fsdp"]
+  if config.batch_size % replicas:
+    raise ValueError(f"batch_size={config.batch_size} must divide by data x fsdp = {replicas}")
+  logging.info("Mesh %s on %d process(es).", dict(mesh.shape), jax.process_count())
+
+  # ------------------------------------------------------------------------ Input pipeline --
+  data_iter = pipeline.make_iterator(config.data, batch_size=config.batch_size, seed=config.seed)
+  batch_sharding = sharding.batch_sharding(mesh)
+
+  def global_batch(local):  # this process's rows -> one array spanning all processes
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(batch_sharding, x),
+                        local)
+
+  # -------------------------------------------------------------------- Model and sharding --
+  ts = state_lib.setup(config, mesh)
+  n_params = sum(x.size for x in jax.tree.leaves(ts.abstract_state["params"]))
+  logging.info("Model: %.2fM params; %.1f MiB of train state per device.", n_params / 1e6,
+               sharding.per_device_bytes(ts.abstract_state, ts.shardings) / 2**20)
+
+  # ---------------------------------------------------------------- Checkpoint and resume --
+  ckpt = checkpoint.manager(workdir, config)
+  state, start = checkpoint.restore_latest(ckpt, ts.abstract_state, data_iter)
+  if state is None:
+    state = state_lib.init(config, ts)
+  else:
+    logging.info("Resumed from step %d.", start)
+
+  # ------------------------------------------------------------------------- Update step --
+  train_step = jax.jit(step_lib.make_train_step(ts.graphdef, ts.tx, config),
+                       in_shardings=(ts.shardings, batch_sharding),
+                       out_shardings=(ts.shardings, None), donate_argnums=0)
+  batch = global_batch(next(data_iter))
+  t0 = time.perf_counter()
+  with jax.set_mesh(mesh):  # activation sharding constraints resolve against this mesh
+    compiled = train_step.lower(state, batch).compile()
+  compile_seconds = time.perf_counter() - t0
+  flops = metrics_lib.compiled_flops(compiled)
+  logging.info("Compiled the step in %.1f s; %.3g FLOPs per device per step.", compile_seconds,
+               flops)
+
+  # -------------------------------------------------------------------------- Train loop --
+  writer = metrics_lib.MetricWriter(workdir)
+  lr = optimizer.schedule(config.optim, config.total_steps)
+  history, window_start, window_steps = [], time.perf_counter(), 0
+  bar = tqdm.tqdm(total=config.total_steps, initial=start, desc="train", unit="step",
+                  disable=None if jax.process_index() == 0 else True)
+  for step in range(start + 1, config.total_steps + 1):
+    if step > start + 1:
+      batch = global_batch(next(data_iter))
+    state, step_metrics = compiled(state, batch)
+    window_steps += 1
+    bar.update(1)
+
+    if step % config.log_every == 0 or step == config.total_steps:
+      step_metrics = jax.device_get(step_metrics)  # waits for the step: timings are honest
+      step_seconds = (time.perf_counter() - window_start) / window_steps
+      scalars = dict(step_metrics, lr=lr(step - 1), step_seconds=step_seconds,
+                     examples_per_second=config.batch_size / step_seconds,
+                     mfu=metrics_lib.mfu(flops, step_seconds, config.peak_flops_per_device))
+      if not history:
+        scalars["compile_seconds"] = compile_seconds
+      writer.write(step, scalars)
+      history.append(dict(scalars, step=step))
+      bar.set_postfix(loss=f"{scalars['loss']:.4f}", mfu=f"{scalars['mfu']:.1%}")
+      logging.info("step %d: loss %.4f, %.3f s/step, %.1f ex/s, MFU %.1f%%", step,
+                   scalars["loss"], step_seconds, scalars["examples_per_second"],
+                   100 * scalars["mfu"])
+      nonfinite = int(jax.device_get(state["nonfinite"]))
+      if nonfinite >= config.max_nonfinite_in_row:
+        raise FloatingPointError(
+            f"Step {step}: {nonfinite} non-finite losses/gradients in a row (updates skipped, "
+            f"last good state in {workdir}/checkpoints). Lower optim.lr or check the data.")
+      window_start, window_steps = time.perf_counter(), 0
+
+    if step % config.checkpoint_every == 0 or step == config.total_steps:
+      checkpoint.save(ckpt, step, state, data_iter, config)
+  bar.close()
+  ckpt.wait_until_finished()
+  ckpt.close()
+  writer.close()
+  return history
+
+
+def main(argv):
+  del argv
+  if flags.FLAGS.multiprocess:
+    jax.distributed.initialize()  # coordinator, process count and id from the environment
+  train(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

@@ -1,0 +1,54 @@
+"""Ahead-of-time compilation of the train step for any mesh, without data or weights.
+
+Catches out-of-memory and sharding mistakes of large configs on a machine that could never run
+them: everything is abstract (ShapeDtypeStruct) up to XLA's compiled program.
+"""
+import time
+
+import jax
+import jax.numpy as jnp
+
+from medjax import sharding
+from medjax.train import state as state_lib
+from medjax.train import step as step_lib
+
+
+def abstract_batch(config, batch_sharding=None) -> dict:
+  """The global batch the input pipeline yields for `config`, as ShapeDtypeStructs."""
+  b, s, t = config.batch_size, config.data.image_size, config.data.text_len
+  spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
+  return dict(image=spec((b, s, s, config.data.channels), jnp.float32),
+              text_ids=spec((b, t), jnp.int32), text_mask=spec((b, t), jnp.bool_),
+              patient=spec((b,), jnp.int32))
+
+
+def compile_train_step(config, mesh):
+  """(compiled step, TrainSetup, seconds to lower + compile) for `config` on `mesh`."""
+  ts = state_lib.setup(config, mesh)
+  batch_sharding = sharding.batch_sharding(mesh)
+  step = jax.jit(step_lib.make_train_step(ts.graphdef, ts.tx, config),
+                 in_shardings=(ts.shardings, batch_sharding),
+                 out_shardings=(ts.shardings, None), donate_argnums=0)
+  t0 = time.perf_counter()
+  with jax.set_mesh(mesh):
+    compiled = step.lower(ts.abstract_state, abstract_batch(config, batch_sharding)).compile()
+  return compiled, ts, time.perf_counter() - t0
+
+
+def memory_report(config, mesh) -> dict:
+  """Per-device bytes of params and optimizer state (from the shardings) and XLA's own
+  memory analysis of the compiled step, for one mesh."""
+  compiled, ts, seconds = compile_train_step(config, mesh)
+  state = ts.abstract_state
+  total = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+  mem = compiled.memory_analysis()
+  return dict(
+      mesh=dict(mesh.shape), devices=mesh.size, compile_seconds=round(seconds, 1),
+      params=sum(x.size for x in jax.tree.leaves(state["params"])),
+      params_bytes_total=total(state["params"]),
+      params_bytes_per_device=sharding.per_device_bytes(state["params"], ts.shardings["params"]),
+      opt_bytes_total=total(state["opt_state"]),
+      opt_bytes_per_device=sharding.per_device_bytes(state["opt_state"],
+                                                     ts.shardings["opt_state"]),
+      xla_argument_bytes=mem.argument_size_in_bytes, xla_temp_bytes=mem.temp_size_in_bytes,
+      xla_output_bytes=mem.output_size_in_bytes, xla_alias_bytes=mem.alias_size_in_bytes)

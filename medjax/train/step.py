@@ -1,0 +1,36 @@
+"""The jitted update step: forward, weighted objectives, clipped AdamW update, finite guard."""
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from medjax import objectives
+
+
+def make_train_step(graphdef, tx, config):
+  """Returns step(state, batch) -> (state, metrics). Jit it with the state donated."""
+  def loss_fn(params, batch):
+    model = nnx.merge(graphdef, params)
+    return objectives.total_loss(model(batch), batch, config.objectives)
+
+  def step(state, batch):
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    grad_norm = optax.global_norm(grads)
+    # A non-finite loss or gradient leaves params and optimizer untouched; the host loop stops
+    # the run after `max_nonfinite_in_row` such steps, so a poisoned state is never saved.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = dict(
+        step=state["step"] + 1,
+        params=keep(params, state["params"]),
+        opt_state=keep(opt_state, state["opt_state"]),
+        nonfinite=jnp.where(finite, 0, state["nonfinite"] + 1),
+    )
+    metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
+                   param_norm=optax.global_norm(new_state["params"]),
+                   skipped=(~finite).astype(jnp.int32))
+    return new_state, metrics
+
+  return step
