@@ -2,3 +2,34 @@ import os
 
 # Tests see 8 fake CPU devices, so sharded and 1-device runs can be compared in one process.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+
+# --- data fixtures ---
+# The real sample lives outside the repo (<repo>/../shared/data); MEDJAX_SHARED_DATA overrides.
+import os  # noqa: E402  (again, so this section stands alone)
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def _shared_data_path() -> Path:
+  default = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+  return Path(os.path.normpath(os.environ.get("MEDJAX_SHARED_DATA") or default))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+  path = _shared_data_path()
+  if not (path / "covid-chestxray" / "metadata.csv").is_file():
+    pytest.skip(f"real sample data not found at {path} (set MEDJAX_SHARED_DATA)")
+  return path
+
+
+@pytest.fixture(scope="session")
+def covid_data_dir(shared_data, tmp_path_factory) -> Path:
+  """TFDS data_dir with covid_cxr prepared from the real sample and a small tokenizer."""
+  from data_prep import covid_cxr, tokenizer
+  out = tmp_path_factory.mktemp("tfds")
+  covid_cxr.prepare(shared_data / "covid-chestxray", out)
+  tokenizer.train_tokenizer(out, vocab_size=1000)
+  return out

@@ -1,0 +1,81 @@
+"""Trains the sentencepiece tokenizer on the text of a prepared dataset's TRAIN split.
+
+Writes `tokenizer.model` into the dataset version dir and records it in manifest.json. Single
+threaded with a fixed seed: the same corpus always gives the same model bytes.
+
+  python data_prep/tokenizer.py --data_dir DIR [--name covid_cxr] [--vocab_size 4000]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import sentencepiece as spm
+import tensorflow_datasets as tfds
+
+TEXT_FIELDS = ("findings", "impression", "notes")
+MASK = "[MASK]"
+SPECIAL_IDS = {"pad_id": 0, "unk_id": 1, "bos_id": 2, "eos_id": 3}
+
+
+def train_texts(data_dir, name: str) -> list[str]:
+  """Non-empty text fields of the train split, de-duplicated in order: notes are often repeated
+  for every image of a patient and would otherwise be over-weighted."""
+  source = tfds.data_source(name, split="train", data_dir=str(data_dir))
+  texts = (source[i][f].decode("utf-8").strip() for i in range(len(source)) for f in TEXT_FIELDS)
+  return list(dict.fromkeys(t for t in texts if t))
+
+
+def train_model(texts: list[str], vocab_size: int) -> bytes:
+  """Unigram model bytes; single-threaded with a fixed seed so the same corpus gives the same
+  model bytes."""
+  spm.set_random_generator_seed(0)
+  model = io.BytesIO()
+  with open(os.devnull, "w") as quiet:  # the trainer prints ~100 lines of progress per run
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, logstream=quiet,
+        model_type="unigram", vocab_size=vocab_size, hard_vocab_limit=False,
+        character_coverage=1.0, max_sentence_length=1 << 16, num_threads=1,
+        user_defined_symbols=[MASK], **SPECIAL_IDS)
+  return model.getvalue()
+
+
+def train_tokenizer(data_dir, *, name: str = "covid_cxr", vocab_size: int = 4000,
+                    out=None) -> Path:
+  """Trains on `name`'s train split under TFDS `data_dir`; returns the model path. The manifest
+  records the model when it is written into the dataset version dir (the default)."""
+  version_dir = Path(tfds.builder(name, data_dir=str(data_dir)).data_dir)
+  model = train_model(train_texts(data_dir, name), vocab_size)
+  out = Path(out) if out else version_dir / "tokenizer.model"
+  out.write_bytes(model)
+  if out.resolve().parent == version_dir.resolve():  # the manifest describes the dataset dir only
+    _record_in_manifest(version_dir / "manifest.json", out.name, model, vocab_size)
+  return out
+
+
+def _record_in_manifest(manifest_path: Path, file: str, model: bytes, vocab_size: int) -> None:
+  manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+  manifest["tokenizer"] = {
+      "file": file, "sha256": hashlib.sha256(model).hexdigest(),
+      "vocab_size": spm.SentencePieceProcessor(model_proto=model).get_piece_size(),
+      "requested_vocab_size": vocab_size, "trained_on": {"split": "train", "fields": TEXT_FIELDS}}
+  manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--data_dir", required=True, help="TFDS data_dir written by the converter")
+  parser.add_argument("--name", default="covid_cxr")
+  parser.add_argument("--vocab_size", type=int, default=4000)
+  parser.add_argument("--out", default=None, help="default: <data_dir>/<name>/<version>/")
+  args = parser.parse_args(argv)
+  path = train_tokenizer(args.data_dir, name=args.name, vocab_size=args.vocab_size, out=args.out)
+  print(f"{path} ({hashlib.sha256(path.read_bytes()).hexdigest()})")
+
+
+if __name__ == "__main__":
+  main()
