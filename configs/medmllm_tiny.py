@@ -11,17 +11,17 @@ from configs import base
 
 def get_config(arg=None):
   c = base.get_config(arg)
-  c.total_steps = 60
+  c.total_steps = 100
   c.batch_size = 16
   c.data.image_size = 64
   c.data.text_len = 64
   c.model.proj_dim = 32
   c.model.image = dict(width=64, depth=2, heads=2, mlp_dim=128, patch_size=16, channels=1,
                        image_size=64)
-  c.model.text = dict(vocab_size=2048, width=64, depth=2, heads=2, mlp_dim=128, max_len=64)
+  c.model.text = dict(vocab_size=4096, width=64, depth=2, heads=2, mlp_dim=128, max_len=64)
   c.model.decoder = dict(width=64, depth=1, heads=2, mlp_dim=128, max_len=64)
   c.optim.lr = 1e-3
   c.optim.warmup_steps = 5
-  c.log_every = 5
-  c.checkpoint_every = 30
+  c.log_every = 10
+  c.checkpoint_every = 50
   return c

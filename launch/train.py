@@ -39,6 +39,10 @@ def train(config, workdir: str, devices=None) -> list[dict]:
   logging.info("Mesh %s on %d process(es).", dict(mesh.shape), jax.process_count())
 
   # ------------------------------------------------------------------------ Input pipeline --
+  vocab = pipeline.load_tokenizer(config.data).vocab_size
+  if vocab > config.model.text.vocab_size:
+    raise ValueError(f"The tokenizer has {vocab} pieces, more than model.text.vocab_size="
+                     f"{config.model.text.vocab_size}; raise it or retrain the tokenizer.")
   data_iter = pipeline.make_iterator(config.data, batch_size=config.batch_size, seed=config.seed)
   batch_sharding = sharding.batch_sharding(mesh)
 

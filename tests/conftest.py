@@ -3,15 +3,13 @@ import os
 # Tests see 8 fake CPU devices, so sharded and 1-device runs can be compared in one process.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
-
-# --- data fixtures ---
-# The real sample lives outside the repo (<repo>/../shared/data); MEDJAX_SHARED_DATA overrides.
-import os  # noqa: E402  (again, so this section stands alone)
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 
+# --- data fixtures ---
+# The real sample lives outside the repo (<repo>/../shared/data); MEDJAX_SHARED_DATA overrides.
 def _shared_data_path() -> Path:
   default = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
   return Path(os.path.normpath(os.environ.get("MEDJAX_SHARED_DATA") or default))
@@ -21,7 +19,10 @@ def _shared_data_path() -> Path:
 def shared_data() -> Path:
   path = _shared_data_path()
   if not (path / "covid-chestxray" / "metadata.csv").is_file():
-    pytest.skip(f"real sample data not found at {path} (set MEDJAX_SHARED_DATA)")
+    message = f"real sample data not found at {path} (set MEDJAX_SHARED_DATA)"
+    if os.environ.get("CI"):
+      pytest.fail(message)  # CI always has the data: its absence is a broken setup
+    pytest.skip(message)
   return path
 
 

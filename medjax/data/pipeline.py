@@ -114,11 +114,13 @@ class _Example:
             "text_ids": ids, "text_mask": mask, "patient": np.int32(patient)}
 
 
-def _tokenizer_path(data_cfg, source) -> Path:
-  path = Path(data_cfg.tokenizer or Path(source.dataset_info.data_dir) / "tokenizer.model")
+def load_tokenizer(data_cfg) -> Tokenizer:
+  """`data_cfg.tokenizer`, or by default the one data_prep trained beside the records."""
+  version_dir = tfds.builder(data_cfg.name, data_dir=data_cfg.dir).data_dir
+  path = Path(data_cfg.tokenizer or Path(version_dir) / "tokenizer.model")
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no tokenizer; train one with data_prep/tokenizer.py")
-  return path
+  return Tokenizer(path)
 
 
 def make_iterator(data_cfg, *, batch_size: int, split: str = "train", seed: int, train: bool = True,
@@ -141,7 +143,7 @@ def make_iterator(data_cfg, *, batch_size: int, split: str = "train", seed: int,
            split, len(keep), len(source), data_cfg.text_field, len(source) - len(keep))
   if not keep:
     raise ValueError(f"{data_cfg.name}/{split}: no record has an image and {data_cfg.text_field}")
-  example = _Example(data_cfg, Tokenizer(_tokenizer_path(data_cfg, source)))
+  example = _Example(data_cfg, load_tokenizer(data_cfg))
 
   ds = grain.MapDataset.source(_Subset(source, keep)).seed(seed)
   if train:

@@ -1,0 +1,77 @@
+"""Train-step speed of a config on this machine: step time, examples/s and MFU, as JSON.
+
+  python benchmarks/step_benchmark.py --config configs/medmllm_s.py [--steps 10]
+
+The step runs on synthetic batches of the config's shapes (this measures the model and its
+sharding, not the input pipeline). MFU = XLA's FLOPs per step per device / median step time /
+the matmul peak measured in the same run (f32, or bf16->f32 when the model computes in bf16).
+"""
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from benchmarks import peak_flops  # noqa: E402
+from medjax import sharding  # noqa: E402
+from medjax.train import aot, metrics  # noqa: E402
+from medjax.train import state as state_lib  # noqa: E402
+
+config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_config=True)
+flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
+
+
+def synthetic_batch(config, batch_sharding):
+  rng = np.random.default_rng(0)
+  out = {}
+  for name, spec in aot.abstract_batch(config).items():
+    if spec.dtype == np.bool_:
+      x = np.ones(spec.shape, bool)
+    elif np.issubdtype(spec.dtype, np.integer):
+      x = rng.integers(4, config.model.text.vocab_size, spec.shape).astype(spec.dtype)
+    else:
+      x = rng.standard_normal(spec.shape).astype(spec.dtype)
+    out[name] = jax.device_put(x, batch_sharding)
+  return out
+
+
+def run(config, steps: int) -> dict:
+  mesh = sharding.make_mesh(config.mesh)
+  compiled, ts, compile_seconds = aot.compile_train_step(config, mesh)
+  state = state_lib.init(config, ts)
+  batch = synthetic_batch(config, sharding.batch_sharding(mesh))
+  times = []
+  for i in range(steps + 2):
+    t0 = time.perf_counter()
+    state, m = compiled(state, batch)
+    jax.block_until_ready((state, m))
+    if i >= 2:
+      times.append(time.perf_counter() - t0)
+  step_seconds = statistics.median(times)
+  flops = metrics.compiled_flops(compiled)
+  peaks = peak_flops.measure()
+  peak = peaks["bf16_in_f32_acc_flops" if config.model.dtype == "bfloat16" else "f32_flops"]
+  return dict(
+      devices=mesh.size, mesh=dict(mesh.shape), batch_size=config.batch_size,
+      compile_seconds=round(compile_seconds, 2), step_seconds_median=step_seconds,
+      step_seconds_min=min(times), step_seconds_max=max(times),
+      examples_per_second=config.batch_size / step_seconds, flops_per_step_per_device=flops,
+      achieved_flops_per_device=flops / step_seconds, measured_peak=peaks,
+      mfu=metrics.mfu(flops, step_seconds, peak))
+
+
+def main(argv):
+  del argv
+  print(json.dumps(run(flags.FLAGS.config, flags.FLAGS.steps), indent=2))
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

@@ -1,0 +1,47 @@
+"""Ahead-of-time compilation: large configs are checked for memory without training them."""
+import jax
+import pytest
+
+from configs import medmllm_l, medmllm_tiny
+from medjax import sharding
+from medjax.data import pipeline
+from medjax.train import aot
+
+
+def test_abstract_batch_matches_the_real_pipeline(covid_data_dir):
+  config = medmllm_tiny.get_config()
+  config.data.dir = str(covid_data_dir)
+  real = next(pipeline.make_iterator(config.data, batch_size=config.batch_size, seed=0))
+  spec = aot.abstract_batch(config)
+  assert set(real) == set(spec)
+  for key in spec:
+    assert (real[key].shape, real[key].dtype) == (spec[key].shape, spec[key].dtype), key
+
+
+def test_fsdp_splits_state_and_data_parallel_replicates_it():
+  config = medmllm_tiny.get_config()
+  config.mesh = dict(data=8, fsdp=1, tensor=1)
+  dp = aot.memory_report(config, sharding.make_mesh(config.mesh))
+  config.mesh = dict(data=1, fsdp=8, tensor=1)
+  fsdp = aot.memory_report(config, sharding.make_mesh(config.mesh))
+  assert dp["params_bytes_per_device"] == dp["params_bytes_total"]
+  assert fsdp["params_bytes_per_device"] < dp["params_bytes_total"] / 6
+  assert fsdp["xla_argument_bytes"] < dp["xla_argument_bytes"] / 3
+
+
+@pytest.mark.slow
+def test_medmllm_l_fits_one_eighth_per_device():
+  """The pod config (~0.9B params) compiles on a data=1 x fsdp=8 fake mesh, and each device
+  holds about 1/8 of the params and of the optimizer state."""
+  config = medmllm_l.get_config()
+  config.batch_size = 16
+  config.mesh = dict(data=1, fsdp=8, tensor=1)
+  assert jax.device_count() == 8
+  report = aot.memory_report(config, sharding.make_mesh(config.mesh))
+  assert 0.8e9 < report["params"] < 1.0e9, report["params"]
+  for part in ("params", "opt"):
+    share = report[f"{part}_bytes_per_device"] / report[f"{part}_bytes_total"]
+    assert 1 / 8 <= share < 1.1 / 8, (part, share)
+  # XLA agrees: the step's inputs per device are the state shard plus a batch shard.
+  state_shard = report["params_bytes_per_device"] + report["opt_bytes_per_device"]
+  assert state_shard <= report["xla_argument_bytes"] < 1.2 * state_shard
