@@ -1,0 +1,95 @@
+"""Text towers: a bidirectional encoder (BERT-like) and a causal decoder that reads image tokens."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from medjax import sharding
+from medjax.models import layers
+
+
+class _Embedding(nnx.Module):
+  """Token table (vocab, width) plus a learned position table (max_len, width)."""
+
+  def __init__(self, vocab_size: int, width: int, max_len: int, *, dtype, param_dtype,
+               rngs: nnx.Rngs):
+    self.dtype = dtype
+    self.max_len = max_len
+    # std 1/sqrt(width): after the final LayerNorm, tied logits then start near unit variance.
+    self.tokens = nnx.Embed(
+        vocab_size, width, dtype=dtype, param_dtype=param_dtype,
+        embedding_init=layers.partitioned(nnx.initializers.normal(width ** -0.5), "vocab", "embed"),
+        rngs=rngs)
+    pos_init = layers.partitioned(nnx.initializers.normal(0.02), "length", "embed")
+    self.positions = nnx.Param(pos_init(rngs.params(), (max_len, width), param_dtype))
+
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    length = ids.shape[1]
+    if length > self.max_len:
+      raise ValueError(f"sequence length {length} exceeds max_len {self.max_len}")
+    x = self.tokens(ids) + self.positions[:length].astype(self.dtype)
+    return sharding.constrain(x, layers.RESIDUAL)
+
+  def logits(self, states: jax.Array) -> jax.Array:
+    """Tied output layer: states [B, T, width] -> float32 logits [B, T, vocab]."""
+    table = self.tokens.embedding[...].astype(self.dtype)
+    logits = jnp.einsum("btd,vd->btv", states.astype(self.dtype), table,
+                        preferred_element_type=jnp.float32)
+    return sharding.constrain(logits, ("batch", "act_length", "act_vocab"))
+
+
+class TextEncoder(nnx.Module):
+  """ids [B, T], mask [B, T] -> (states [B, T, width], pooled [B, width] float32).
+
+  Attention only looks at real tokens, so padding never changes the outputs at real positions.
+  The pooled vector is the state at position 0, where the tokenizer puts BOS (used as CLS).
+  """
+
+  def __init__(self, vocab_size: int, width: int, depth: int, heads: int, mlp_dim: int,
+               max_len: int, *, dtype=jnp.float32, param_dtype=jnp.float32, remat: bool = False,
+               rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.remat = remat
+    self.embed = _Embedding(vocab_size, width, max_len, **kw)
+    self.blocks = nnx.List([layers.Block(width, heads, mlp_dim, **kw) for _ in range(depth)])
+    self.norm = layers.layer_norm(width, **kw)
+
+  def __call__(self, ids: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    x = self.embed(ids)
+    x = layers.run_blocks(self.blocks, x, mask=layers.padding_mask(mask), remat=self.remat)
+    states = self.norm(x)
+    return states, states[:, 0].astype(jnp.float32)
+
+  def logits(self, states: jax.Array) -> jax.Array:
+    """MLM-style head tied to the token embedding: float32 [B, T, vocab]."""
+    return self.embed.logits(states)
+
+
+class TextDecoder(nnx.Module):
+  """ids [B, T], mask [B, T], image tokens [B, N, image_width] -> float32 logits [B, T, vocab].
+
+  Position t sees tokens <= t (causal) and all image tokens (cross-attention); the logit at t
+  predicts token t + 1.
+  """
+
+  def __init__(self, vocab_size: int, width: int, depth: int, heads: int, mlp_dim: int,
+               max_len: int, image_width: int, *, dtype=jnp.float32, param_dtype=jnp.float32,
+               remat: bool = False, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.remat = remat
+    self.embed = _Embedding(vocab_size, width, max_len, **kw)
+    self.image_proj = (layers.dense(image_width, width, ("embed",), ("embed",), **kw)
+                       if image_width != width else None)
+    self.blocks = nnx.List([
+        layers.Block(width, heads, mlp_dim, causal=True, cross=True, **kw) for _ in range(depth)])
+    self.norm = layers.layer_norm(width, **kw)
+
+  def __call__(self, ids: jax.Array, mask: jax.Array, image_tokens: jax.Array) -> jax.Array:
+    context = image_tokens.astype(self.embed.dtype)
+    if self.image_proj is not None:
+      context = self.image_proj(context)
+    x = self.embed(ids)
+    x = layers.run_blocks(self.blocks, x, mask=layers.padding_mask(mask), context=context,
+                          remat=self.remat)
+    return self.embed.logits(self.norm(x))
