@@ -25,6 +25,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("mlp", "tensor"),
     ("heads", "tensor"),
     ("kv", None),
+    ("layers", None),  # the stacked-blocks axis of a scanned tower: each device has every layer
     ("vocab", "tensor"),
     ("patch", None),  # flattened patch pixels, the ViT stem's input dimension
     ("length", None),  # positions of a learned position table

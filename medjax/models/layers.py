@@ -115,18 +115,33 @@ class Block(nnx.Module):
     return sharding.constrain(x, RESIDUAL)
 
 
-def _block_step(block: Block, x, mask, context):
-  return block(x, mask, context)
-
-
-def run_blocks(blocks: Sequence[Block], x: jax.Array, *, mask: jax.Array | None = None,
-               context: jax.Array | None = None, remat: bool = False) -> jax.Array:
-  """Runs the residual stream through ``blocks``.
+class Stack(nnx.Module):
+  """``depth`` identical blocks, parameters stacked on a leading ``layers`` axis, applied with a
+  scan: the traced graph, init time and compile time stay those of one block at any depth.
 
   With ``remat``, a block's activations are recomputed in the backward pass instead of stored,
   which bounds activation memory by one block for deep towers.
   """
-  step = nnx.remat(_block_step) if remat else _block_step
-  for block in blocks:
-    x = step(block, x, mask, context)
-  return x
+
+  def __init__(self, depth: int, width: int, heads: int, mlp_dim: int, *, causal: bool = False,
+               cross: bool = False, remat: bool = False, dtype=jnp.float32,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    self.depth = depth
+    self.remat = remat
+
+    @nnx.split_rngs(splits=depth)
+    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+    def create(rngs):
+      return Block(width, heads, mlp_dim, causal=causal, cross=cross, dtype=dtype,
+                   param_dtype=param_dtype, rngs=rngs)
+
+    self.layers = create(rngs)
+
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None,
+               context: jax.Array | None = None) -> jax.Array:
+    def body(x, block, mask, context):
+      return block(x, mask, context)
+
+    body = nnx.remat(body) if self.remat else body
+    scan = nnx.scan(body, in_axes=(nnx.Carry, 0, None, None), out_axes=nnx.Carry)
+    return scan(x, self.layers, mask, context)

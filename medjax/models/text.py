@@ -50,14 +50,13 @@ class TextEncoder(nnx.Module):
                max_len: int, *, dtype=jnp.float32, param_dtype=jnp.float32, remat: bool = False,
                rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.remat = remat
     self.embed = _Embedding(vocab_size, width, max_len, **kw)
-    self.blocks = nnx.List([layers.Block(width, heads, mlp_dim, **kw) for _ in range(depth)])
+    self.blocks = layers.Stack(depth, width, heads, mlp_dim, remat=remat, **kw)
     self.norm = layers.layer_norm(width, **kw)
 
   def __call__(self, ids: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     x = self.embed(ids)
-    x = layers.run_blocks(self.blocks, x, mask=layers.padding_mask(mask), remat=self.remat)
+    x = self.blocks(x, layers.padding_mask(mask))
     states = self.norm(x)
     return states, states[:, 0].astype(jnp.float32)
 
@@ -77,12 +76,11 @@ class TextDecoder(nnx.Module):
                max_len: int, image_width: int, *, dtype=jnp.float32, param_dtype=jnp.float32,
                remat: bool = False, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.remat = remat
     self.embed = _Embedding(vocab_size, width, max_len, **kw)
     self.image_proj = (layers.dense(image_width, width, ("embed",), ("embed",), **kw)
                        if image_width != width else None)
-    self.blocks = nnx.List([
-        layers.Block(width, heads, mlp_dim, causal=True, cross=True, **kw) for _ in range(depth)])
+    self.blocks = layers.Stack(depth, width, heads, mlp_dim, causal=True, cross=True, remat=remat,
+                               **kw)
     self.norm = layers.layer_norm(width, **kw)
 
   def __call__(self, ids: jax.Array, mask: jax.Array, image_tokens: jax.Array) -> jax.Array:
@@ -90,6 +88,5 @@ class TextDecoder(nnx.Module):
     if self.image_proj is not None:
       context = self.image_proj(context)
     x = self.embed(ids)
-    x = layers.run_blocks(self.blocks, x, mask=layers.padding_mask(mask), context=context,
-                          remat=self.remat)
+    x = self.blocks(x, layers.padding_mask(mask), context)
     return self.embed.logits(self.norm(x))

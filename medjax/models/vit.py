@@ -56,7 +56,6 @@ class ViT(nnx.Module):
     self.patch_size = patch_size
     self.channels = channels
     self.dtype = dtype
-    self.remat = remat
     patch_dim = patch_size * patch_size * channels
     # A linear map of flattened patches equals the usual stride-p conv stem, but keeps the
     # kernel a plain ('patch', 'embed') matrix for sharding.
@@ -64,7 +63,7 @@ class ViT(nnx.Module):
         "bnp,pd->bnd", (patch_dim, width), (width,),
         kernel_init=layers.partitioned(nnx.initializers.lecun_normal(), "patch", "embed"),
         bias_init=layers.partitioned(nnx.initializers.zeros_init(), "embed"), **kw)
-    self.blocks = nnx.List([layers.Block(width, heads, mlp_dim, **kw) for _ in range(depth)])
+    self.blocks = layers.Stack(depth, width, heads, mlp_dim, remat=remat, **kw)
     self.norm = layers.layer_norm(width, **kw)
 
   def patchify(self, images: jax.Array) -> tuple[jax.Array, tuple[int, int]]:
@@ -82,7 +81,7 @@ class ViT(nnx.Module):
     patches, (rows, cols) = self.patchify(images.astype(self.dtype))
     x = self.stem(patches) + jnp.asarray(sincos_2d(rows, cols, self.width), self.dtype)
     x = sharding.constrain(x, layers.RESIDUAL)
-    x = layers.run_blocks(self.blocks, x, remat=self.remat)
+    x = self.blocks(x)
     tokens = self.norm(x)
     pooled = jnp.mean(tokens.astype(jnp.float32), axis=1)
     return tokens, pooled

@@ -11,14 +11,6 @@ from medjax.models import layers
 WIDTH, HEADS, MLP = 32, 2, 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _quick_compiles():
-  # On CPU, XLA's optimisation passes take most of the compile time of these tiny graphs, and
-  # nothing tested here depends on them.
-  before = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
 
 
 def _assert_logical_specs(module):
@@ -113,23 +105,36 @@ def test_mlp_computes_in_dtype_with_float32_params():
   _assert_logical_specs(mlp)
 
 
-def test_run_blocks_with_remat_matches_outputs_and_grads(cross_block):
+def test_stack_equals_its_blocks_applied_in_turn():
+  depth, x, ctx = 3, _x(9), _x(10, length=9)
+  mask = layers.padding_mask(jnp.array([[1, 1, 1, 0, 0], [1] * 5], bool))
+  stack = layers.Stack(depth, WIDTH, HEADS, MLP, cross=True, rngs=nnx.Rngs(0))
+  assert stack.layers.mlp.up.kernel.shape == (depth, WIDTH, MLP)
+  _assert_logical_specs(stack)
+  stacked = nnx.to_pure_dict(nnx.state(stack))["layers"]
+  block_graph, _ = nnx.split(layers.Block(WIDTH, HEADS, MLP, cross=True, rngs=nnx.Rngs(1)))
+  want = x
+  for i in range(depth):
+    block = nnx.merge(block_graph, jax.tree.map(lambda a: a[i], stacked))
+    want = block(want, mask, ctx)
+  np.testing.assert_allclose(stack(x, mask, ctx), want, rtol=1e-5, atol=1e-5)
+
+
+def test_stack_with_remat_matches_outputs_and_grads():
   x, ctx = _x(9), _x(10, length=9)
   mask = layers.padding_mask(jnp.array([[1, 1, 1, 0, 0], [1] * 5], bool))
+  graphdef, params = nnx.split(layers.Stack(2, WIDTH, HEADS, MLP, cross=True, rngs=nnx.Rngs(0)))
+  params = nnx.to_pure_dict(params)
 
-  @nnx.jit
-  def both(block):
-    def loss(block, remat):
-      out = layers.run_blocks([block], x, mask=mask, context=ctx, remat=remat)
-      return jnp.sum(out ** 2)
-    return nnx.value_and_grad(loss)(block, False), nnx.value_and_grad(loss)(block, True)
+  def loss(params, remat):
+    stack = nnx.merge(graphdef, params)
+    stack.remat = remat
+    return jnp.sum(stack(x, mask, ctx) ** 2)
 
-  (plain, grads), (rematted, remat_grads) = both(cross_block)
-  graphdef, state = nnx.split(cross_block)
-  run = lambda state, remat: layers.run_blocks([nnx.merge(graphdef, state)], x, context=ctx,
-                                               remat=remat)
-  assert "remat" in str(jax.make_jaxpr(run, static_argnums=1)(state, True))
-  assert "remat" not in str(jax.make_jaxpr(run, static_argnums=1)(state, False))
+  assert "remat" in str(jax.make_jaxpr(jax.grad(loss), static_argnums=1)(params, True))
+  assert "remat" not in str(jax.make_jaxpr(jax.grad(loss), static_argnums=1)(params, False))
+  plain, grads = jax.value_and_grad(loss)(params, False)
+  rematted, remat_grads = jax.value_and_grad(loss)(params, True)
   np.testing.assert_allclose(plain, rematted, rtol=1e-6)
   leaves, remat_leaves = jax.tree.leaves(grads), jax.tree.leaves(remat_grads)
   assert len(leaves) == len(remat_leaves) > 0

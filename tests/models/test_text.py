@@ -10,14 +10,6 @@ VOCAB, MAX_LEN = 64, 16
 TOWER = dict(vocab_size=VOCAB, width=32, depth=1, heads=2, mlp_dim=64, max_len=MAX_LEN)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _quick_compiles():
-  # On CPU, XLA's optimisation passes take most of the compile time of these tiny graphs, and
-  # nothing tested here depends on them.
-  before = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
 
 
 @nnx.jit

@@ -10,14 +10,6 @@ from medjax.models.medmllm import param_count
 TINY = dict(width=32, depth=1, heads=2, mlp_dim=64, patch_size=8, channels=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _quick_compiles():
-  # On CPU, XLA's optimisation passes take most of the compile time of these tiny graphs, and
-  # nothing tested here depends on them.
-  before = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
 
 
 @nnx.jit
