@@ -71,6 +71,10 @@ def get_config(arg=None):
   c.log_every = 10  # steps between metric writes (each one syncs the host)
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
+  c.init_from = ""  # a workdir or checkpoint step dir: start from its params (not its optimizer)
+  # Write the sha256 of every batch this process reads to batch_digests.<process>.jsonl, to
+  # prove a resumed run saw exactly the data of an uninterrupted one (cheap; off by default).
+  c.record_batch_digests = False
   # Peak FLOP/s of one device, for MFU. 184e9 = this repo's CPU f32 matmul peak
   # (benchmarks/peak_flops.py); TPU v5p bf16 = 459e12, H100 SXM bf16 dense = 989e12.
   c.peak_flops_per_device = 184e9

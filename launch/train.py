@@ -5,6 +5,8 @@
 Sections, top to bottom: mesh, input pipeline, model & sharding, checkpoint/resume, update step,
 train loop. Re-running with the same --workdir resumes from its newest checkpoint.
 """
+import hashlib
+import json
 import os
 import sys
 import time
@@ -12,6 +14,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
 import tqdm  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -39,10 +43,11 @@ def train(config, workdir: str, devices=None) -> list[dict]:
   logging.info("Mesh %s on %d process(es).", dict(mesh.shape), jax.process_count())
 
   # ------------------------------------------------------------------------ Input pipeline --
-  vocab = pipeline.load_tokenizer(config.data).vocab_size
-  if vocab > config.model.text.vocab_size:
-    raise ValueError(f"The tokenizer has {vocab} pieces, more than model.text.vocab_size="
-                     f"{config.model.text.vocab_size}; raise it or retrain the tokenizer.")
+  tokenizer = pipeline.load_tokenizer(config.data)
+  if tokenizer.vocab_size > config.model.text.vocab_size:
+    raise ValueError(f"The tokenizer has {tokenizer.vocab_size} pieces, more than "
+                     f"model.text.vocab_size={config.model.text.vocab_size}; raise it or "
+                     "retrain the tokenizer.")
   data_iter = pipeline.make_iterator(config.data, batch_size=config.batch_size, seed=config.seed)
   batch_sharding = sharding.batch_sharding(mesh)
 
@@ -57,18 +62,25 @@ def train(config, workdir: str, devices=None) -> list[dict]:
                sharding.per_device_bytes(ts.abstract_state, ts.shardings) / 2**20)
 
   # ---------------------------------------------------------------- Checkpoint and resume --
+  # Order: this workdir's newest checkpoint, else params from config.init_from, else init.
   ckpt = checkpoint.manager(workdir, config)
-  state, start = checkpoint.restore_latest(ckpt, ts.abstract_state, data_iter)
-  if state is None:
-    state = state_lib.init(config, ts)
-  else:
+  meta = dict(config=config.to_dict(), tokenizer_sha256=tokenizer.sha256,
+              data_sha256=_data_sha256(config.data))
+  state, start = checkpoint.restore_latest(ckpt, ts.abstract_state, data_iter, meta)
+  if state is not None:
     logging.info("Resumed from step %d.", start)
+  else:
+    state = state_lib.init(config, ts)
+    if config.init_from:
+      state["params"] = checkpoint.load_params(config.init_from, ts.abstract_state["params"])
+      logging.info("Params from %s; optimizer and data start afresh.", config.init_from)
 
   # ------------------------------------------------------------------------- Update step --
   train_step = jax.jit(step_lib.make_train_step(ts.graphdef, ts.tx, config),
                        in_shardings=(ts.shardings, batch_sharding),
                        out_shardings=(ts.shardings, None), donate_argnums=0)
-  batch = global_batch(next(data_iter))
+  local = next(data_iter)
+  batch = global_batch(local)
   t0 = time.perf_counter()
   with jax.set_mesh(mesh):  # activation sharding constraints resolve against this mesh
     compiled = train_step.lower(state, batch).compile()
@@ -79,45 +91,77 @@ def train(config, workdir: str, devices=None) -> list[dict]:
 
   # -------------------------------------------------------------------------- Train loop --
   writer = metrics_lib.MetricWriter(workdir)
+  preemption = checkpoint.Preemption()
+  digests = open(os.path.join(workdir, f"batch_digests.{jax.process_index()}.jsonl"), "a") \
+      if config.record_batch_digests else None
   lr = optimizer.schedule(config.optim, config.total_steps)
   history, window_start, window_steps = [], time.perf_counter(), 0
   bar = tqdm.tqdm(total=config.total_steps, initial=start, desc="train", unit="step",
                   disable=None if jax.process_index() == 0 else True)
-  for step in range(start + 1, config.total_steps + 1):
-    if step > start + 1:
-      batch = global_batch(next(data_iter))
-    state, step_metrics = compiled(state, batch)
-    window_steps += 1
-    bar.update(1)
+  try:
+    for step in range(start + 1, config.total_steps + 1):
+      if step > start + 1:
+        local = next(data_iter)
+        batch = global_batch(local)
+      if digests:
+        digests.write(json.dumps({"step": step, "sha256": _digest(local)}) + "\n")
+      state, step_metrics = compiled(state, batch)
+      window_steps += 1
+      bar.update(1)
 
-    if step % config.log_every == 0 or step == config.total_steps:
-      step_metrics = jax.device_get(step_metrics)  # waits for the step: timings are honest
-      step_seconds = (time.perf_counter() - window_start) / window_steps
-      scalars = dict(step_metrics, lr=lr(step - 1), step_seconds=step_seconds,
-                     examples_per_second=config.batch_size / step_seconds,
-                     mfu=metrics_lib.mfu(flops, step_seconds, config.peak_flops_per_device))
-      if not history:
-        scalars["compile_seconds"] = compile_seconds
-      writer.write(step, scalars)
-      history.append(dict(scalars, step=step))
-      bar.set_postfix(loss=f"{scalars['loss']:.4f}", mfu=f"{scalars['mfu']:.1%}")
-      logging.info("step %d: loss %.4f, %.3f s/step, %.1f ex/s, MFU %.1f%%", step,
-                   scalars["loss"], step_seconds, scalars["examples_per_second"],
-                   100 * scalars["mfu"])
-      nonfinite = int(jax.device_get(state["nonfinite"]))
-      if nonfinite >= config.max_nonfinite_in_row:
-        raise FloatingPointError(
-            f"Step {step}: {nonfinite} non-finite losses/gradients in a row (updates skipped, "
-            f"last good state in {workdir}/checkpoints). Lower optim.lr or check the data.")
-      window_start, window_steps = time.perf_counter(), 0
+      if step % config.log_every == 0 or step == config.total_steps:
+        step_metrics = jax.device_get(step_metrics)  # waits for the step: timings are honest
+        step_seconds = (time.perf_counter() - window_start) / window_steps
+        scalars = dict(step_metrics, lr=lr(step - 1), step_seconds=step_seconds,
+                       examples_per_second=config.batch_size / step_seconds,
+                       mfu=metrics_lib.mfu(flops, step_seconds, config.peak_flops_per_device))
+        if not history:
+          scalars["compile_seconds"] = compile_seconds
+        writer.write(step, scalars)
+        history.append(dict(scalars, step=step))
+        bar.set_postfix(loss=f"{scalars['loss']:.4f}", mfu=f"{scalars['mfu']:.1%}")
+        logging.info("step %d: loss %.4f, %.3f s/step, %.1f ex/s, MFU %.1f%%", step,
+                     scalars["loss"], step_seconds, scalars["examples_per_second"],
+                     100 * scalars["mfu"])
+        nonfinite = int(jax.device_get(state["nonfinite_in_row"]))
+        if nonfinite >= config.max_nonfinite_in_row:
+          raise FloatingPointError(
+              f"Step {step}: {nonfinite} non-finite losses/gradients in a row (updates skipped, "
+              f"last good state in {workdir}/checkpoints). Lower optim.lr or check the data.")
+        window_start, window_steps = time.perf_counter(), 0
 
-    if step % config.checkpoint_every == 0 or step == config.total_steps:
-      checkpoint.save(ckpt, step, state, data_iter, config)
-  bar.close()
-  ckpt.wait_until_finished()
-  ckpt.close()
-  writer.close()
+      preempted = preemption.requested(step, config.log_every)
+      if step % config.checkpoint_every == 0 or step == config.total_steps or preempted:
+        checkpoint.save(ckpt, step, state, data_iter, meta)
+      if preempted:
+        break
+  finally:  # also on errors: finish pending saves, restore the SIGTERM handler, flush logs
+    preemption.close()
+    bar.close()
+    ckpt.wait_until_finished()
+    ckpt.close()
+    writer.close()
+    if digests:
+      digests.close()
   return history
+
+
+def _data_sha256(data_cfg) -> str:
+  """Fingerprint of the prepared data: the manifests (shard hashes, split seed) of its sources."""
+  names = [s["name"] for s in data_cfg.get("sources", ())] or [data_cfg.name]
+  h = hashlib.sha256()
+  for name in names:
+    version_dir = tfds.builder(name, data_dir=data_cfg.dir).data_dir
+    h.update(open(os.path.join(version_dir, "manifest.json"), "rb").read())
+  return h.hexdigest()
+
+
+def _digest(batch: dict) -> str:
+  h = hashlib.sha256()
+  for key in sorted(batch):
+    h.update(key.encode())
+    h.update(np.ascontiguousarray(batch[key]).tobytes())
+  return h.hexdigest()
 
 
 def main(argv):

@@ -1,6 +1,7 @@
 """Sentencepiece tokenizer with fixed-length BOS ... EOS encoding for the text towers."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -24,6 +25,11 @@ class Tokenizer:
   def __reduce__(self):
     # The sentencepiece processor cannot be pickled; Grain workers rebuild it from the model bytes.
     return Tokenizer, (self._proto,)
+
+  @property
+  def sha256(self) -> str:
+    """Fingerprint of the model file; checkpoints record it so a resume cannot switch it."""
+    return hashlib.sha256(self._proto).hexdigest()
 
   @property
   def vocab_size(self) -> int:

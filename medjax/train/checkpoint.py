@@ -1,33 +1,148 @@
-"""Orbax checkpoints: train state + this process's data-iterator state + config, one step dir.
+"""Orbax checkpoints: one step directory holds the train state, each process's data-iterator
+state and a JSON `meta` item (config + fingerprints of the tokenizer and data manifests).
 
-Arrays are written by Orbax's tensorstore-backed handlers and read back into the target
-shardings (so a run can resume on another mesh); nothing is pickled.
+Orbax writes a step into a temporary directory and renames it when complete, so a run killed
+mid-save (even with SIGKILL) resumes from the newest complete step. Arrays are read back with
+tensorstore into the target shardings (any mesh); nothing is pickled.
 """
+import errno
+import logging
+import os
+import signal
+import threading
+
 import grain
+import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+ITEMS = ("state", "data", "meta")
+# Config keys that must be equal to continue a run in the same workdir: they change what the
+# saved numbers mean. Everything else (steps, logging, mesh, data paths, workers) may change.
+MUST_MATCH = ("seed", "batch_size", "model", "objectives", "stages", "data.name", "data.sources",
+              "data.image_size", "data.text_len", "data.text_field")
 
 
 def manager(workdir: str, config) -> ocp.CheckpointManager:
+  path = os.path.join(os.path.abspath(workdir), "checkpoints")
+  try:
+    os.makedirs(path, exist_ok=True)
+    probe = os.path.join(path, ".writable")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise OSError(e.errno, f"Checkpoint directory {path} is not writable: {e.strerror}") from e
   options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,
-                                         enable_async_checkpointing=True, create=True)
-  return ocp.CheckpointManager(f"{workdir}/checkpoints", options=options,
-                               item_names=("state", "data", "config"))
+                                         enable_async_checkpointing=True)
+  return ocp.CheckpointManager(path, options=options, item_names=ITEMS)
 
 
-def save(mgr: ocp.CheckpointManager, step: int, state, data_iter, config) -> None:
-  mgr.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      data=grain.checkpoint.CheckpointSave(data_iter),
-      config=ocp.args.JsonSave(config.to_dict())), force=True)
+def save(mgr: ocp.CheckpointManager, step: int, state, data_iter, meta: dict) -> None:
+  """Starts an async save; blocks only while the arrays are copied off the devices."""
+  try:
+    mgr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(data_iter),
+        meta=ocp.args.JsonSave(meta)), force=True)
+  except OSError as e:
+    hint = " (disk full)" if e.errno == errno.ENOSPC else ""
+    raise OSError(e.errno, f"Saving step {step} to {mgr.directory} failed{hint}: {e}") from e
 
 
-def restore_latest(mgr: ocp.CheckpointManager, abstract_state, data_iter):
-  """(state, step) of the newest complete checkpoint, restored in place of `abstract_state`'s
-  shardings; the data iterator is moved to where that step left it. (None, 0) if none."""
+def _flat(tree: dict, prefix="") -> dict:
+  out = {}
+  for k, v in tree.items():
+    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+  return out
+
+
+def check_compatible(saved_meta: dict, meta: dict, where: str) -> None:
+  """Raises if the run in `where` was made with another model, objectives or data."""
+  old, new = _flat(saved_meta.get("config", {})), _flat(meta["config"])
+  diff = sorted(k for k in set(old) | set(new)
+                if k.startswith(MUST_MATCH) and _norm(old.get(k)) != _norm(new.get(k)))
+  if diff:
+    lines = "\n".join(f"  {k}: saved {old.get(k)!r}, now {new.get(k)!r}" for k in diff[:10])
+    raise ValueError(f"{where} holds a run of another config; use a new --workdir, or "
+                     f"--config.init_from to start from its params. Differences:\n{lines}")
+  for key in ("tokenizer_sha256", "data_sha256"):
+    if saved_meta.get(key) != meta.get(key):
+      raise ValueError(f"{where} was trained with other data ({key} {saved_meta.get(key)} != "
+                       f"{meta.get(key)}); resuming would silently change the stream.")
+
+
+def _norm(value):
+  return list(value) if isinstance(value, tuple) else value
+
+
+def _check_shapes(saved, target, where: str) -> None:
+  """Clear error for a checkpoint whose arrays do not fit the model (before Orbax's own)."""
+  saved = {jax.tree_util.keystr(p): tuple(x.shape)
+           for p, x in jax.tree_util.tree_leaves_with_path(saved) if hasattr(x, "shape")}
+  target = {jax.tree_util.keystr(p): tuple(x.shape)
+            for p, x in jax.tree_util.tree_leaves_with_path(target)}
+  bad = [f"  {k}: checkpoint {saved.get(k)}, model {target[k]}"
+         for k in target if saved.get(k) != target[k]]
+  if bad:
+    raise ValueError(f"{where} does not fit this model ({len(bad)} arrays differ):\n" +
+                     "\n".join(bad[:10]))
+
+
+def restore_latest(mgr: ocp.CheckpointManager, abstract_state, data_iter, meta: dict):
+  """(state, step) of the newest complete checkpoint, placed with `abstract_state`'s shardings
+  (so a run can resume on another mesh); `data_iter` moves to where that step left off.
+  (None, 0) when the workdir has no checkpoint."""
   step = mgr.latest_step()
   if step is None:
     return None, 0
+  where = f"{mgr.directory}/{step}"
+  saved_meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+  check_compatible(saved_meta, meta, where)
+  _check_shapes(mgr.item_metadata(step)["state"], abstract_state, where)
   restored = mgr.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state),
       data=grain.checkpoint.CheckpointRestore(data_iter)))
   return restored["state"], step
+
+
+def load_params(path: str, abstract_params):
+  """Params only, from another run's workdir (its newest step) or one step directory: the
+  start of fine-tuning or of a new stage. Optimizer state and data position are not read."""
+  path = os.path.abspath(path)
+  ckpt_dir = os.path.join(path, "checkpoints")
+  if os.path.isdir(ckpt_dir):
+    with ocp.CheckpointManager(ckpt_dir, item_names=ITEMS) as mgr:
+      if mgr.latest_step() is None:
+        raise FileNotFoundError(f"init_from={path}: no complete checkpoint in {ckpt_dir}")
+      path = os.path.join(ckpt_dir, str(mgr.latest_step()))
+  state_dir = os.path.join(path, "state")
+  if not os.path.isdir(state_dir):
+    raise FileNotFoundError(f"init_from={path}: not a medjax workdir or checkpoint step dir")
+  target = {"params": abstract_params}
+  with ocp.PyTreeCheckpointer() as ckptr:
+    _check_shapes(ckptr.metadata(state_dir).item_metadata["params"], abstract_params, path)
+    return ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True))["params"]
+
+
+class Preemption:
+  """SIGTERM (the preemption notice of TPU VMs, Kubernetes, Slurm) -> save at the next step
+  boundary and exit cleanly. On several hosts the flag is agreed on, so all save together."""
+
+  def __init__(self):
+    self._flag = threading.Event()
+    self._previous = signal.signal(signal.SIGTERM, lambda *_: self._flag.set())
+
+  def requested(self, step: int, every: int) -> bool:
+    if jax.process_count() == 1:
+      return self._flag.is_set()
+    if step % every:  # a cross-host agreement is a sync point: not every step
+      return False
+    return bool(multihost_utils.process_allgather(self._flag.is_set()).any())
+
+  def close(self):
+    signal.signal(signal.SIGTERM, self._previous)
+    if self._flag.is_set():
+      logging.warning("Stopped on SIGTERM after saving; rerun the same command to resume.")

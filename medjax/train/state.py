@@ -1,6 +1,6 @@
 """The train state (a plain pytree Orbax can save) and its placement on the mesh.
 
-state = {step, params, opt_state, nonfinite}: params are a pure dict of arrays, the model's
+state = {step, params, opt_state, nonfinite_in_row, skipped_steps}: params are a pure dict of arrays, the model's
 graph (its Python structure) is kept apart as `graphdef` and merged back inside the step.
 Shardings come from the abstract init (`eval_shape`), never written by hand per layer.
 """
@@ -28,8 +28,9 @@ class TrainSetup:
 
 def _new_state(model_cfg, tx, seed):
   params = nnx.to_pure_dict(nnx.state(MedMLLM(model_cfg, rngs=nnx.Rngs(seed))))
-  return dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-              nonfinite=jnp.zeros((), jnp.int32))
+  zero = jnp.zeros((), jnp.int32)
+  return dict(step=zero, params=params, opt_state=tx.init(params), nonfinite_in_row=zero,
+              skipped_steps=zero)
 
 
 def setup(config, mesh) -> TrainSetup:
@@ -46,7 +47,8 @@ def setup(config, mesh) -> TrainSetup:
   opt = optax.tree_map_params(
       tx, lambda _, s: s, abstract["opt_state"], params,
       transform_non_params=lambda _: replicated, is_leaf=lambda x: isinstance(x, NamedSharding))
-  shardings = dict(step=replicated, params=params, opt_state=opt, nonfinite=replicated)
+  shardings = dict(step=replicated, params=params, opt_state=opt, nonfinite_in_row=replicated,
+                   skipped_steps=replicated)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           abstract, shardings)
   return TrainSetup(graphdef, tx, abstract, shardings, logical)

@@ -18,19 +18,20 @@ def make_train_step(graphdef, tx, config):
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     grad_norm = optax.global_norm(grads)
-    # A non-finite loss or gradient leaves params and optimizer untouched; the host loop stops
-    # the run after `max_nonfinite_in_row` such steps, so a poisoned state is never saved.
+    # A non-finite loss or gradient leaves params and optimizer untouched (and is counted); the
+    # host loop stops the run after `max_nonfinite_in_row` such steps. So no NaN is ever saved.
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = dict(
         step=state["step"] + 1,
         params=keep(params, state["params"]),
         opt_state=keep(opt_state, state["opt_state"]),
-        nonfinite=jnp.where(finite, 0, state["nonfinite"] + 1),
+        nonfinite_in_row=jnp.where(finite, 0, state["nonfinite_in_row"] + 1),
+        skipped_steps=state["skipped_steps"] + (~finite).astype(jnp.int32),
     )
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
                    param_norm=optax.global_norm(new_state["params"]),
-                   skipped=(~finite).astype(jnp.int32))
+                   skipped_steps=new_state["skipped_steps"])
     return new_state, metrics
 
   return step
