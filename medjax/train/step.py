@@ -11,7 +11,8 @@ def make_train_step(graphdef, tx, config):
   """Returns step(state, batch) -> (state, metrics). Jit it with the state donated."""
   def loss_fn(params, batch):
     model = nnx.merge(graphdef, params)
-    return objectives.total_loss(model(batch), batch, config.objectives)
+    outputs = model(batch, needs=objectives.needs(config.objectives))
+    return objectives.total_loss(outputs, batch, config.objectives)
 
   def step(state, batch):
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch)
@@ -20,7 +21,9 @@ def make_train_step(graphdef, tx, config):
     grad_norm = optax.global_norm(grads)
     # A non-finite loss or gradient leaves params and optimizer untouched (and is counted); the
     # host loop stops the run after `max_nonfinite_in_row` such steps. So no NaN is ever saved.
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    # (an update that overflows, e.g. from a bad learning rate, counts as non-finite too).
+    finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+              & jnp.isfinite(optax.global_norm(updates)))
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = dict(
         step=state["step"] + 1,

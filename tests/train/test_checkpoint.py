@@ -1,0 +1,217 @@
+"""Checkpoints that survive preemption: launch/train.py with medjax/train/checkpoint.py.
+
+Preemption tests run the trainer CLI in a subprocess on one CPU device (bit-reproducible), kill
+or signal it, resume, and compare with an uninterrupted run bit for bit."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import medmllm_tiny
+from launch import train as trainer
+from medjax import sharding
+from medjax.data import pipeline
+from medjax.train import checkpoint
+from medjax.train import state as state_lib
+from medjax.train import step as step_lib
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS = 40
+
+
+def _tiny(data_dir, **overrides):
+  c = medmllm_tiny.get_config()
+  c.data.dir = str(data_dir)
+  c.mesh = dict(data=1, fsdp=1, tensor=1)
+  c.update(overrides)
+  return c
+
+
+def _cli(workdir, data_dir, *overrides):
+  return [sys.executable, str(REPO / "launch" / "train.py"),
+          f"--config={REPO / 'configs' / 'medmllm_tiny.py'}", f"--workdir={workdir}",
+          f"--config.data.dir={data_dir}", "--config.mesh.data=1", "--config.log_every=1",
+          f"--config.total_steps={STEPS}", "--config.record_batch_digests=True", *overrides]
+
+
+def _env():
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)  # one CPU device in the subprocess
+  return env
+
+
+def _run(cmd):
+  done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _saved(workdir, step=None):
+  """(step, params as numpy) of a workdir's newest (or given) checkpoint."""
+  with ocp.CheckpointManager(Path(workdir) / "checkpoints", item_names=checkpoint.ITEMS) as mgr:
+    step = mgr.latest_step() if step is None else step
+    state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  return step, jax.tree.map(np.asarray, state["params"])
+
+
+def _digests(workdir):
+  lines = (Path(workdir) / "batch_digests.0.jsonl").read_text().splitlines()
+  return {r["step"]: r["sha256"] for r in map(json.loads, lines)}
+
+
+def _wait_for_step(workdir, step, proc, timeout=300):
+  metrics = Path(workdir) / "metrics.jsonl"
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if metrics.exists():
+      lines = metrics.read_text().splitlines()
+      if lines and json.loads(lines[-1])["step"] >= step:
+        return
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    time.sleep(0.02)
+  raise TimeoutError(f"no step {step} in {metrics}")
+
+
+def _assert_same_params(a, b):
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+@pytest.fixture(scope="module")
+def straight(covid_data_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("straight")
+  _run(_cli(workdir, covid_data_dir))
+  return workdir
+
+
+def test_sigterm_saves_exits_0_and_resume_is_bit_identical(straight, covid_data_dir, tmp_path):
+  cmd = _cli(tmp_path, covid_data_dir)
+  proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+  _wait_for_step(tmp_path, 10, proc)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  stopped, _ = _saved(tmp_path)
+  assert 10 <= stopped < STEPS, stopped  # it stopped early, at a step boundary, and saved
+  _run(cmd)
+  (step, params), (ref_step, ref) = _saved(tmp_path), _saved(straight)
+  assert step == ref_step == STEPS
+  _assert_same_params(params, ref)
+  assert _digests(tmp_path) == _digests(straight)  # every batch, before and after the stop
+
+
+def test_kill_9_during_an_async_save_resumes_from_the_last_complete_step(
+    straight, covid_data_dir, tmp_path):
+  cmd = _cli(tmp_path, covid_data_dir, "--config.checkpoint_every=1")
+  proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+  _wait_for_step(tmp_path, 10, proc)
+  ckpt_dir = tmp_path / "checkpoints"
+  deadline = time.time() + 60
+  while not any("tmp" in p.name for p in ckpt_dir.iterdir()):  # a save is being written
+    assert time.time() < deadline and proc.poll() is None
+  proc.kill()
+  proc.wait()
+  half_written = [p.name for p in ckpt_dir.iterdir() if "tmp" in p.name]
+  complete, _ = _saved(tmp_path)
+  assert half_written, "the kill should land in the middle of a save"
+  _run(cmd)
+  (step, params), (_, ref) = _saved(tmp_path), _saved(straight)
+  assert step == STEPS and complete < STEPS
+  _assert_same_params(params, ref)
+
+
+def test_restore_onto_other_meshes_and_continue(covid_data_dir, tmp_path):
+  config = _tiny(covid_data_dir, mesh=dict(data=2, fsdp=4, tensor=1), total_steps=4,
+                 checkpoint_every=2, log_every=2)
+  trainer.train(config, str(tmp_path))
+  restored = {}
+  for n, shape in ((8, dict(data=2, fsdp=4)), (4, dict(data=1, fsdp=4)), (1, dict(data=1))):
+    mesh = sharding.make_mesh(shape, jax.devices()[:n])
+    target = state_lib.setup(config, mesh).abstract_state
+    with ocp.CheckpointManager(tmp_path / "checkpoints", item_names=checkpoint.ITEMS) as mgr:
+      state = mgr.restore(4, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+    params = state["state"]["params"]
+    assert len(jax.tree.leaves(params)[0].sharding.device_set) == n
+    restored[n] = jax.tree.map(np.asarray, params)
+  _assert_same_params(restored[4], restored[8])
+  _assert_same_params(restored[1], restored[8])
+  config.total_steps, config.mesh = 6, dict(data=1, fsdp=4, tensor=1)
+  history = trainer.train(config, str(tmp_path), devices=jax.devices()[:4])
+  assert [h["step"] for h in history] == [6] and np.isfinite(history[0]["loss"])
+
+
+def test_nonfinite_step_is_skipped_counted_and_never_saved(covid_data_dir, tmp_path):
+  config = _tiny(covid_data_dir)
+  mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
+  ts = state_lib.setup(config, mesh)
+  step = jax.jit(step_lib.make_train_step(ts.graphdef, ts.tx, config))
+  data_iter = pipeline.make_iterator(config.data, batch_size=config.batch_size, seed=0)
+  batch = next(data_iter)
+  poisoned = dict(batch, image=np.where(np.arange(16)[:, None, None, None] == 3, np.nan,
+                                        batch["image"]).astype(np.float32))
+  state = state_lib.init(config, ts)
+  before = jax.tree.map(np.asarray, state)
+  state, metrics = step(state, poisoned)
+  assert not np.isfinite(metrics["loss"]) and int(metrics["skipped_steps"]) == 1
+  assert int(state["nonfinite_in_row"]) == 1
+  _assert_same_params(jax.tree.map(np.asarray, state["params"]), before["params"])
+  _assert_same_params(jax.tree.map(np.asarray, state["opt_state"]), before["opt_state"])
+  state, metrics = step(state, batch)
+  assert int(state["nonfinite_in_row"]) == 0 and int(state["skipped_steps"]) == 1
+  mgr = checkpoint.manager(str(tmp_path), config)
+  checkpoint.save(mgr, 2, state, data_iter, dict(config=config.to_dict()))
+  mgr.wait_until_finished()
+  mgr.close()
+  _, saved = _saved(tmp_path)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(saved))
+
+
+def test_run_stops_after_k_nonfinite_steps_in_a_row_with_finite_checkpoints(
+    covid_data_dir, tmp_path):
+  config = _tiny(covid_data_dir, total_steps=20, log_every=5, checkpoint_every=1,
+                 max_nonfinite_in_row=3)
+  config.optim.lr = float("inf")  # every update overflows
+  with pytest.raises(FloatingPointError, match="non-finite"):
+    trainer.train(config, str(tmp_path))
+  with ocp.CheckpointManager(tmp_path / "checkpoints", item_names=checkpoint.ITEMS) as mgr:
+    steps = mgr.all_steps()
+  assert steps
+  for s in steps:
+    _, params = _saved(tmp_path, s)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params)), s
+
+
+def test_clear_errors_for_other_configs_models_and_unwritable_dirs(covid_data_dir, tmp_path):
+  first = _tiny(covid_data_dir, total_steps=2, log_every=1)
+  trainer.train(first, str(tmp_path / "a"))
+  other = _tiny(covid_data_dir, total_steps=2, log_every=1)
+  other.model.image.width = 32
+  with pytest.raises(ValueError, match=r"another config(.|\n)*model\.image\.width"):
+    trainer.train(other, str(tmp_path / "a"))
+  other.init_from = str(tmp_path / "a")
+  with pytest.raises(ValueError, match="does not fit this model"):
+    trainer.train(other, str(tmp_path / "b"))
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  with pytest.raises(OSError, match="not writable"):
+    trainer.train(first, str(blocker / "run"))
+
+
+def test_init_from_loads_params_only(covid_data_dir, tmp_path):
+  first = _tiny(covid_data_dir, total_steps=3, log_every=3)
+  trainer.train(first, str(tmp_path / "a"))
+  _, want = _saved(tmp_path / "a")
+  abstract = state_lib.setup(first, sharding.make_mesh(first.mesh, jax.devices()[:1]))
+  got = checkpoint.load_params(str(tmp_path / "a"), abstract.abstract_state["params"])
+  _assert_same_params(jax.tree.map(np.asarray, got), want)
+  second = _tiny(covid_data_dir, total_steps=2, log_every=1, init_from=str(tmp_path / "a"))
+  history = trainer.train(second, str(tmp_path / "b"))
+  assert [h["step"] for h in history] == [1, 2]  # a new run: step, optimizer and data restart
