@@ -32,6 +32,7 @@ def get_config(arg=None):
   c.data.channels = 1  # chest X-rays are grayscale
   c.data.text_field = "notes"
   c.data.text_len = 128  # tokens, incl. BOS/EOS
+  c.data.sentence_len = 32  # tokens of the hidden sentence (sentence reconstruction), BOS/EOS incl.
   # Pixel statistics of the covid-chestxray training split, [0,1] scale.
   c.data.mean = 0.5
   c.data.std = 0.25
@@ -48,13 +49,40 @@ def get_config(arg=None):
                        channels=1, image_size=224)
   c.model.text = dict(vocab_size=32000, width=768, depth=12, heads=12, mlp_dim=3072, max_len=128)
   c.model.decoder = dict(width=768, depth=6, heads=12, mlp_dim=3072, max_len=128)
+  # MAE: fraction of patches hidden from the image encoder; batch['mae_noise'] picks which.
+  c.model.mask_ratio = 0.75
+  # Light pixel decoder of MAE (He et al. 2022 use 8 x 512 for ViT-L; 2 x 128 is enough for
+  # small models and costs little when unused). depth 0 = none.
+  c.model.mae_decoder = dict(width=128, depth=2, heads=4, mlp_dim=512)
+  # Cross-modal fusion blocks (M3AE) over [kept image tokens; masked text states], at the text
+  # width; when depth > 0, MLM and MAE predict from the fused states. depth 0 = none.
+  c.model.fusion = dict(depth=0, heads=12, mlp_dim=3072)
 
   # ---- Objectives (medjax/objectives) -------------------------------------------------------
   # Each entry: objective name -> its options, always with a `weight`. Weight 0 = off.
   c.objectives = ml_collections.ConfigDict()
   # Paired image-text contrastive over the GLOBAL batch. kind: "clip" (softmax InfoNCE) or
   # "siglip" (pairwise sigmoid).
-  c.objectives.image_text = dict(weight=1.0, kind="clip")
+  # tau > 0 fixes the temperature, 0 = learned; i2t_weight weighs image->text against
+  # text->image (CLIP: 0.5, ConVIRT: 0.75).
+  c.objectives.image_text = dict(weight=1.0, kind="clip", tau=0.0, i2t_weight=0.5)
+  # Two augmented views per image, NT-Xent (SimCLR) in the image-image space.
+  c.objectives.image_level = dict(weight=0.0, tau=0.1)
+  # Supervised contrastive with the patient as label: other images of the patient = positives.
+  c.objectives.patient_level = dict(weight=0.0, tau=0.1)
+  # Masked language modelling at the pipeline's mlm_weights positions.
+  c.objectives.mlm = dict(weight=0.0)
+  # The decoder regenerates a hidden sentence from the encoded rest of the report.
+  c.objectives.sentence_reconstruction = dict(weight=0.0)
+  # Symmetric InfoNCE between Findings and Impression of one report (text-text space).
+  c.objectives.findings_impression = dict(weight=0.0, tau=0.1)
+  # Soft image-text targets from entity-vector cosine similarity / tau_target (lower = sharper);
+  # the image-text logits use the learned temperature of image_text.
+  c.objectives.entity_alignment = dict(weight=0.0, tau_target=0.1)
+  # MSE on per-patch normalised pixels of the hidden patches (model.mask_ratio, mae_decoder).
+  c.objectives.mae = dict(weight=0.0)
+  # Teacher-forced report generation from image tokens (image-text pairs only).
+  c.objectives.captioning = dict(weight=0.0)
 
   # ---- Optimizer (medjax/train/optimizer.py) ------------------------------------------------
   c.optim = ml_collections.ConfigDict()

@@ -104,13 +104,15 @@ class Block(nnx.Module):
     self.mlp = Mlp(width, mlp_dim, **kw)
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None,
-               context: jax.Array | None = None) -> jax.Array:
-    """x [B, T, D]; mask: self-attention mask ([B, 1, 1, T]); context [B, S, D] if cross."""
+               context: jax.Array | None = None,
+               context_mask: jax.Array | None = None) -> jax.Array:
+    """x [B, T, D]; mask: self-attention mask ([B, 1, 1, T]); context [B, S, D] if cross, with
+    context_mask ([B, 1, 1, S]) when it has padding (e.g. text states)."""
     if (self.cross is None) != (context is None):
       raise ValueError("a context must be given exactly when the block has cross-attention")
     x = x + self.attn(self.norm_attn(x), mask=mask, is_causal=self.causal)
     if self.cross is not None:
-      x = x + self.cross(self.norm_cross(x), context)
+      x = x + self.cross(self.norm_cross(x), context, mask=context_mask)
     x = x + self.mlp(self.norm_mlp(x))
     return sharding.constrain(x, RESIDUAL)
 
@@ -138,10 +140,11 @@ class Stack(nnx.Module):
     self.layers = create(rngs)
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None,
-               context: jax.Array | None = None) -> jax.Array:
-    def body(x, block, mask, context):
-      return block(x, mask, context)
+               context: jax.Array | None = None,
+               context_mask: jax.Array | None = None) -> jax.Array:
+    def body(x, block, mask, context, context_mask):
+      return block(x, mask, context, context_mask)
 
     body = nnx.remat(body) if self.remat else body
-    scan = nnx.scan(body, in_axes=(nnx.Carry, 0, None, None), out_axes=nnx.Carry)
-    return scan(x, self.layers, mask, context)
+    scan = nnx.scan(body, in_axes=(nnx.Carry, 0, None, None, None), out_axes=nnx.Carry)
+    return scan(x, self.layers, mask, context, context_mask)

@@ -1,4 +1,4 @@
-"""Text towers: a bidirectional encoder (BERT-like) and a causal decoder that reads image tokens."""
+"""Text towers: a bidirectional encoder (BERT-like) and a causal decoder with cross-attention."""
 from __future__ import annotations
 
 import jax
@@ -66,27 +66,27 @@ class TextEncoder(nnx.Module):
 
 
 class TextDecoder(nnx.Module):
-  """ids [B, T], mask [B, T], image tokens [B, N, image_width] -> float32 logits [B, T, vocab].
+  """ids [B, T], mask [B, T], context [B, S, width] -> float32 logits [B, T, vocab].
 
-  Position t sees tokens <= t (causal) and all image tokens (cross-attention); the logit at t
-  predicts token t + 1.
+  Position t sees tokens <= t (causal) and the whole context (cross-attention); the logit at t
+  predicts token t + 1. The context is whatever the caller conditions on, already at the
+  decoder's width: image tokens for captioning, encoded text for sentence reconstruction
+  (MedMLLM owns one projection per source).
   """
 
   def __init__(self, vocab_size: int, width: int, depth: int, heads: int, mlp_dim: int,
-               max_len: int, image_width: int, *, dtype=jnp.float32, param_dtype=jnp.float32,
+               max_len: int, *, dtype=jnp.float32, param_dtype=jnp.float32,
                remat: bool = False, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.embed = _Embedding(vocab_size, width, max_len, **kw)
-    self.image_proj = (layers.dense(image_width, width, ("embed",), ("embed",), **kw)
-                       if image_width != width else None)
     self.blocks = layers.Stack(depth, width, heads, mlp_dim, causal=True, cross=True, remat=remat,
                                **kw)
     self.norm = layers.layer_norm(width, **kw)
 
-  def __call__(self, ids: jax.Array, mask: jax.Array, image_tokens: jax.Array) -> jax.Array:
-    context = image_tokens.astype(self.embed.dtype)
-    if self.image_proj is not None:
-      context = self.image_proj(context)
+  def __call__(self, ids: jax.Array, mask: jax.Array, context: jax.Array,
+               context_mask: jax.Array | None = None) -> jax.Array:
+    """context_mask [B, S] bool (True = real) hides padded context positions; None = all real."""
+    cross_mask = None if context_mask is None else layers.padding_mask(context_mask)
     x = self.embed(ids)
-    x = self.blocks(x, layers.padding_mask(mask), context)
+    x = self.blocks(x, layers.padding_mask(mask), context.astype(self.embed.dtype), cross_mask)
     return self.embed.logits(self.norm(x))

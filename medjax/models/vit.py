@@ -79,9 +79,20 @@ class ViT(nnx.Module):
 
   def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
     patches, (rows, cols) = self.patchify(images.astype(self.dtype))
-    x = self.stem(patches) + jnp.asarray(sincos_2d(rows, cols, self.width), self.dtype)
-    x = sharding.constrain(x, layers.RESIDUAL)
-    x = self.blocks(x)
-    tokens = self.norm(x)
+    positions = jnp.asarray(sincos_2d(rows, cols, self.width), self.dtype)
+    tokens = self._encode(self.stem(patches) + positions)
     pooled = jnp.mean(tokens.astype(jnp.float32), axis=1)
     return tokens, pooled
+
+  def encode_kept(self, images: jax.Array, keep: jax.Array) -> jax.Array:
+    """MAE encoder: only the patches at ``keep`` [B, K] (raster indices) enter the blocks, each
+    with its own position code. -> tokens [B, K, width]. Hidden patches cost nothing, and no
+    information about them reaches the tokens."""
+    patches, (rows, cols) = self.patchify(images.astype(self.dtype))
+    patches = jnp.take_along_axis(patches, keep[..., None], axis=1)
+    positions = jnp.asarray(sincos_2d(rows, cols, self.width), self.dtype)[keep]
+    return self._encode(self.stem(patches) + positions)
+
+  def _encode(self, x: jax.Array) -> jax.Array:
+    x = sharding.constrain(x, layers.RESIDUAL)
+    return self.norm(self.blocks(x))

@@ -1,13 +1,21 @@
 """Training objectives, chosen by name from `config.objectives`.
 
-Each objective module has `loss(outputs, batch, cfg) -> (scalar, metrics)`, where `outputs` is
-what the model's forward pass returned and `cfg` the objective's own config entry.
+Each objective module has `NEEDS` (the model outputs it reads, see medjax.models.medmllm.OUTPUTS)
+and `loss(outputs, batch, cfg) -> (scalar, metrics)`, where `outputs` is what the model's forward
+pass returned and `cfg` the objective's own config entry. Losses average over the GLOBAL batch
+and switch unusable rows off with weights (has_image, has_text, ...), so they are 0, not NaN,
+when a batch has nothing for them.
 """
 import importlib
 
 import jax.numpy as jnp
 
-NAMES = ("image_text",)
+NAMES = ("image_text", "image_level", "patient_level", "mlm", "sentence_reconstruction",
+         "findings_impression", "entity_alignment", "mae", "captioning")
+
+
+def _module(name: str):
+  return importlib.import_module(f"medjax.objectives.{name}")
 
 
 def active(objectives_cfg) -> dict:
@@ -18,11 +26,16 @@ def active(objectives_cfg) -> dict:
   return {name: c for name, c in objectives_cfg.items() if c.weight}
 
 
+def needs(objectives_cfg) -> frozenset:
+  """The model outputs the active objectives read: what `model(batch, needs=...)` computes."""
+  return frozenset(n for name in active(objectives_cfg) for n in _module(name).NEEDS)
+
+
 def total_loss(outputs, batch, objectives_cfg):
   """Weighted sum of the active objectives, with each one's loss and metrics under its name."""
   total, metrics = jnp.zeros((), jnp.float32), {}
   for name, cfg in active(objectives_cfg).items():
-    value, extra = importlib.import_module(f"medjax.objectives.{name}").loss(outputs, batch, cfg)
+    value, extra = _module(name).loss(outputs, batch, cfg)
     total = total + cfg.weight * value
     metrics[f"{name}/loss"] = value
     metrics.update({f"{name}/{k}": v for k, v in extra.items()})

@@ -2,10 +2,43 @@
 
 Under `jit` the batch arrays are global, so the similarity matrix spans every device's examples;
 XLA inserts the all-gathers. Positives are the diagonal (image i with the text of its own study).
+Only real pairs (has_image & has_text) take part: an unpaired image or text is neither an anchor
+nor a negative (entity_alignment is the objective that uses those).
 """
 import jax
 import jax.numpy as jnp
-import optax
+
+from medjax.objectives import _common
+
+NEEDS = ("image_emb", "text_emb", "logit_scale", "logit_bias")
+
+
+def _scale(outputs, cfg):
+  """1 / tau for a fixed ``cfg.tau`` > 0, else the learned exp(logit_scale)."""
+  return 1.0 / cfg.tau if cfg.tau > 0 else jnp.exp(outputs["logit_scale"])
+
+
+def clip_loss(outputs, cfg, pairs):
+  """InfoNCE both ways (Radford et al. 2021; ConVIRT, Zhang et al. 2020), image->text weighted
+  by ``cfg.i2t_weight`` (0.5 = CLIP's symmetric mean, ConVIRT uses 0.75). The learned
+  temperature is capped at 100."""
+  logits = jnp.minimum(_scale(outputs, cfg), 100.0) * _similarity(outputs)
+  i2t, t2i, i2t_top1, t2i_top1 = _common.info_nce(logits, pairs)
+  return cfg.i2t_weight * i2t + (1.0 - cfg.i2t_weight) * t2i, i2t_top1, t2i_top1
+
+
+def siglip_loss(outputs, cfg, pairs):
+  """Pairwise sigmoid loss (Zhai et al. 2023): each (image, text) pair is a binary problem;
+  the sum over all pairs of pairs is divided by the number of pairs, as in the paper."""
+  logits = _scale(outputs, cfg) * _similarity(outputs) + outputs["logit_bias"]
+  signs = 2.0 * jnp.eye(logits.shape[0]) - 1.0
+  both = pairs[:, None] & pairs[None, :]
+  total = jnp.sum(jnp.where(both, -jax.nn.log_sigmoid(signs * logits), 0.0))
+  labels = jnp.arange(logits.shape[0])
+  masked = jnp.where(both, logits, _common.NEG)
+  return (total / jnp.maximum(jnp.sum(pairs), 1),
+          _common.weighted_mean(jnp.argmax(masked, axis=1) == labels, pairs),
+          _common.weighted_mean(jnp.argmax(masked, axis=0) == labels, pairs))
 
 
 def _similarity(outputs):
@@ -13,35 +46,14 @@ def _similarity(outputs):
                     preferred_element_type=jnp.float32)
 
 
-def clip_loss(outputs, cfg):
-  """Symmetric InfoNCE (Radford et al. 2021); the learned temperature is capped at 100."""
-  scale = jnp.minimum(jnp.exp(outputs["logit_scale"]), 100.0)
-  logits = scale * _similarity(outputs)
-  labels = jnp.arange(logits.shape[0])
-  i2t = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-  t2i = optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean()
-  return 0.5 * (i2t + t2i), logits
-
-
-def siglip_loss(outputs, cfg):
-  """Pairwise sigmoid loss (Zhai et al. 2023): each (image, text) pair is a binary problem."""
-  logits = jnp.exp(outputs["logit_scale"]) * _similarity(outputs) + outputs["logit_bias"]
-  signs = 2.0 * jnp.eye(logits.shape[0]) - 1.0
-  return -jnp.sum(jax.nn.log_sigmoid(signs * logits)) / logits.shape[0], logits
-
-
 KINDS = {"clip": clip_loss, "siglip": siglip_loss}
 
 
 def loss(outputs, batch, cfg):
   """Contrastive loss of `cfg.kind`, plus in-batch retrieval accuracy (top-1, both ways)."""
-  del batch
   if cfg.kind not in KINDS:
     raise ValueError(f"objectives.image_text.kind={cfg.kind!r}; choose one of {sorted(KINDS)}")
-  value, logits = KINDS[cfg.kind](outputs, cfg)
-  labels = jnp.arange(logits.shape[0])
-  return value, {
-      "i2t_top1": jnp.mean(jnp.argmax(logits, axis=1) == labels),
-      "t2i_top1": jnp.mean(jnp.argmax(logits, axis=0) == labels),
-      "temperature": 1.0 / jnp.exp(outputs["logit_scale"]),
-  }
+  pairs = batch["has_image"].astype(bool) & batch["has_text"].astype(bool)
+  value, i2t_top1, t2i_top1 = KINDS[cfg.kind](outputs, cfg, pairs)
+  return value, {"i2t_top1": i2t_top1, "t2i_top1": t2i_top1,
+                 "temperature": 1.0 / _scale(outputs, cfg), "pairs": jnp.sum(pairs)}

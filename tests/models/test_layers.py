@@ -97,6 +97,16 @@ def test_cross_block_reads_its_context(cross_block):
     layers.Block(WIDTH, HEADS, MLP, rngs=nnx.Rngs(0))(x, context=ctx)
 
 
+def test_cross_attention_ignores_masked_context(cross_block):
+  x, ctx = _x(11), _x(12, length=6)
+  context_mask = layers.padding_mask(jnp.array([[1, 1, 1, 0, 0, 0], [1] * 6], bool))
+  junk = ctx.at[0, 3:].set(50.0)
+  np.testing.assert_allclose(_call(cross_block, x, None, ctx, context_mask),
+                             _call(cross_block, x, None, junk, context_mask), atol=1e-5)
+  assert not np.allclose(_call(cross_block, x, context=ctx)[0],
+                         _call(cross_block, x, context=junk)[0], atol=1e-3)
+
+
 def test_mlp_computes_in_dtype_with_float32_params():
   mlp = layers.Mlp(WIDTH, MLP, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
   y = _call(mlp, _x(8))

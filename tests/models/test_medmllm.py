@@ -1,3 +1,4 @@
+import functools
 import math
 
 import jax
@@ -11,17 +12,20 @@ from jax.sharding import PartitionSpec as P
 from medjax import sharding
 from medjax.models.medmllm import MedMLLM, param_count
 
-PROJ, VOCAB = 16, 64
+from medjax.models.medmllm import OUTPUTS, MedMLLM, param_count
 
-
+PROJ, VOCAB, B, T, TS, N = 16, 64, 4, 8, 6, 16  # N: 4 x 4 patches of 8 px in 32 x 32 images
+PAIR = frozenset({"image_emb", "text_emb", "logit_scale", "logit_bias"})
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict(dict(
-      dtype="float32", remat=False, proj_dim=PROJ,
+      dtype="float32", remat=False, proj_dim=PROJ, mask_ratio=0.75,
       image=dict(width=32, depth=1, heads=2, mlp_dim=64, patch_size=8, channels=3, image_size=32),
       text=dict(vocab_size=VOCAB, width=32, depth=1, heads=2, mlp_dim=64, max_len=16),
-      decoder=dict(width=32, depth=1, heads=2, mlp_dim=64, max_len=16)))
+      decoder=dict(width=32, depth=1, heads=2, mlp_dim=64, max_len=16),
+      mae_decoder=dict(width=32, depth=1, heads=2, mlp_dim=64),
+      fusion=dict(depth=0, heads=2, mlp_dim=64)))
   cfg.update(overrides)
   return cfg
 
@@ -33,9 +37,9 @@ def _variant(model, **overrides):
   return other
 
 
-@nnx.jit
-def _call(model, batch):
-  return model(batch)
+@functools.partial(nnx.jit, static_argnames="needs")
+def _call(model, batch, needs=PAIR):
+  return model(batch, needs=needs)
 
 
 @pytest.fixture(scope="module")
@@ -44,25 +48,122 @@ def model():
 
 
 @pytest.fixture(scope="module")
+def fused():
+  return MedMLLM(tiny_config(fusion=dict(depth=1, heads=2, mlp_dim=64)), rngs=nnx.Rngs(0))
+
+
+def _ids(rng, length=T):
+  return jnp.asarray(rng.integers(1, VOCAB, (B, length)), jnp.int32)
+
+
+def _mask(lengths, length=T):
+  return jnp.arange(length)[None] < jnp.asarray(lengths)[:, None]
+
+
+@pytest.fixture(scope="module")
 def batch():
-  keys = jax.random.split(jax.random.key(0), 2)
+  """Every docs/contracts.md key the model reads."""
+  rng = np.random.default_rng(0)
   return {
-      "image": jax.random.uniform(keys[0], (4, 32, 32, 3)),
-      "text_ids": jax.random.randint(keys[1], (4, 8), 1, VOCAB, jnp.int32),
-      "text_mask": jnp.arange(8)[None] < jnp.array([[5], [8], [1], [8]]),
+      "image": jnp.asarray(rng.random((B, 32, 32, 3)), jnp.float32),
+      "image2": jnp.asarray(rng.random((B, 32, 32, 3)), jnp.float32),
+      "text_ids": _ids(rng), "text_mask": _mask([5, 8, 1, 8]), "mlm_ids": _ids(rng),
+      "sr_context_ids": _ids(rng), "sr_context_mask": _mask([6, 8, 3, 2]),
+      "sr_target_ids": _ids(rng, TS), "sr_target_mask": _mask([4, 6, 2, 6], TS),
+      "findings_ids": _ids(rng), "findings_mask": _mask([8, 4, 2, 7]),
+      "impression_ids": _ids(rng), "impression_mask": _mask([3, 8, 5, 1]),
+      "mae_noise": jnp.asarray(rng.random((B, N)), jnp.float32),
   }
 
 
 def test_forward_returns_unit_norm_float32_embeddings(model, batch):
-  out = _call(model, batch)
-  assert out["image_emb"].shape == out["text_emb"].shape == (4, PROJ)
-  for key in ("image_emb", "text_emb"):
-    assert out[key].dtype == jnp.float32
+  out = _call(model, batch, needs=OUTPUTS)
+  assert set(out) == OUTPUTS
+  for key in ("image_emb", "text_emb", "view_emb", "view2_emb", "findings_emb", "impression_emb"):
+    assert out[key].shape == (B, PROJ) and out[key].dtype == jnp.float32, key
     np.testing.assert_allclose(jnp.linalg.norm(out[key], axis=-1), 1.0, rtol=1e-5)
-  assert out["image_tokens"].shape == (4, 16, 32)
+  for key, length in (("mlm_logits", T), ("caption_logits", T), ("sr_logits", TS)):
+    assert out[key].shape == (B, length, VOCAB) and out[key].dtype == jnp.float32, key
   np.testing.assert_allclose(out["logit_scale"], math.log(10.0), rtol=1e-6)
   np.testing.assert_allclose(out["logit_bias"], -10.0)
   assert out["logit_scale"].shape == out["logit_bias"].shape == ()
+
+
+def test_only_the_needed_outputs_and_inputs(model, batch):
+  text_only = {k: batch[k] for k in ("text_ids", "text_mask")}  # no image keys at all
+  out = _call(model, text_only, needs=frozenset({"text_emb"}))
+  assert set(out) == {"text_emb"}
+  np.testing.assert_allclose(out["text_emb"], _call(model, batch)["text_emb"], atol=1e-6)
+  with pytest.raises(ValueError, match="image_embedding"):
+    model(batch, needs=frozenset({"image_embedding"}))
+
+
+def test_inputs_encoded_together_match_one_at_a_time(model, batch):
+  # Several texts (and both views) share one tower pass; each must come out as if alone.
+  out = _call(model, batch, needs=OUTPUTS)
+  for name in ("findings", "impression"):
+    alone = _call(model, {"text_ids": batch[f"{name}_ids"], "text_mask": batch[f"{name}_mask"]},
+                  needs=frozenset({"text_emb"}))
+    _, pooled = model.encode_text(batch[f"{name}_ids"], batch[f"{name}_mask"])
+    want = model.section_head(pooled)
+    np.testing.assert_allclose(out[f"{name}_emb"], want / jnp.linalg.norm(want, axis=-1,
+                                                                         keepdims=True), atol=1e-5)
+    assert not np.allclose(out[f"{name}_emb"], alone["text_emb"], atol=1e-3)  # own head
+  view2 = _call(model, {"image2": batch["image2"]}, needs=frozenset({"view2_emb"}))
+  np.testing.assert_allclose(out["view2_emb"], view2["view2_emb"], atol=1e-5)
+
+
+def test_sentence_reconstruction_reads_the_real_context_only(model, batch):
+  needs = frozenset({"sr_logits"})
+  out = _call(model, batch, needs=needs)["sr_logits"]
+  junk = jnp.where(batch["sr_context_mask"], batch["sr_context_ids"], 7)
+  np.testing.assert_allclose(_call(model, dict(batch, sr_context_ids=junk), needs=needs)
+                             ["sr_logits"], out, atol=1e-5)
+  real = batch["sr_context_ids"].at[:, 0].set(3)
+  assert not np.allclose(_call(model, dict(batch, sr_context_ids=real), needs=needs)
+                         ["sr_logits"], out, atol=1e-4)
+
+
+def _pixels(patch_values):
+  """[B, N] per-patch values -> [B, 32, 32, 1] images, each 8 x 8 patch filled with its value."""
+  grid = jnp.asarray(patch_values, jnp.float32).reshape(B, 4, 4)
+  return jnp.repeat(jnp.repeat(grid, 8, axis=1), 8, axis=2)[..., None]
+
+
+def test_mae_hides_the_highest_noise_patches_and_never_sees_them(model, batch):
+  out = _call(model, batch, needs=OUTPUTS)
+  assert out["mae_pred"].shape == out["mae_target"].shape == (B, N, 8 * 8 * 3)
+  mask = np.asarray(out["mae_mask"])
+  assert mask.shape == (B, N) and np.all(mask.sum(1) == N - N // 4)  # 75% hidden
+  noise = np.asarray(batch["mae_noise"])
+  for row in range(B):  # every hidden patch has more noise than every kept one
+    assert noise[row][mask[row] == 1].min() > noise[row][mask[row] == 0].max()
+  target = np.asarray(out["mae_target"])
+  np.testing.assert_allclose(target.mean(-1), 0.0, atol=1e-5)
+  np.testing.assert_allclose(target.std(-1), 1.0, atol=1e-3)
+  # Repainting the hidden patches changes the targets but cannot change the predictions;
+  # repainting the kept ones changes both.
+  paint = jax.random.uniform(jax.random.key(9), batch["image"].shape)
+  for patches, pred_changes in ((mask, False), (1 - mask, True)):
+    image = batch["image"] + paint * _pixels(patches)
+    other = _call(model, dict(batch, image=image), needs=OUTPUTS)
+    assert np.allclose(other["mae_pred"], out["mae_pred"], atol=1e-5) != pred_changes
+    assert not np.allclose(other["mae_target"], out["mae_target"], atol=1e-3)
+
+
+def test_fusion_lets_each_masked_modality_read_the_other(model, fused, batch):
+  needs = frozenset({"mlm_logits", "mae_pred"})
+  kept = 1 - _call(model, batch, needs=frozenset({"mae_mask"}))["mae_mask"]
+  image = batch["image"] + _pixels(kept)
+  text = batch["mlm_ids"].at[:, 0].set(3)
+  for m, crosses in ((model, False), (fused, True)):
+    out = _call(m, batch, needs=needs)
+    by_image = _call(m, dict(batch, image=image), needs=needs)
+    by_text = _call(m, dict(batch, mlm_ids=text), needs=needs)
+    assert np.allclose(out["mlm_logits"], by_image["mlm_logits"], atol=1e-5) != crosses
+    assert np.allclose(out["mae_pred"], by_text["mae_pred"], atol=1e-5) != crosses
+  assert "fusion" not in nnx.to_pure_dict(nnx.state(model))
+  assert fused.fusion.image_in.kernel.shape == (32, 32)
 
 
 def test_every_param_has_logical_axes_known_to_the_mesh_rules(model):
@@ -79,26 +180,33 @@ def test_every_param_has_logical_axes_known_to_the_mesh_rules(model):
     assert value.dtype == jnp.float32, name
 
 
-def test_decode_gives_next_token_logits(model, batch):
-  tokens = _call(model, batch)["image_tokens"]
-  logits = nnx.jit(lambda m, *a: m.decode(*a))(model, batch["text_ids"], batch["text_mask"],
-                                               tokens)
-  assert logits.shape == (4, 8, VOCAB) and logits.dtype == jnp.float32
+def test_decode_gives_next_token_logits_from_image_or_text(model, batch):
+  tokens, _ = model.encode_image(batch["image"])
+  logits = model.decode(batch["text_ids"], batch["text_mask"], tokens)
+  assert logits.shape == (B, T, VOCAB) and logits.dtype == jnp.float32
+  states, _ = model.encode_text(batch["sr_context_ids"], batch["sr_context_mask"])
+  logits = model.decode_from_text(batch["sr_target_ids"], batch["sr_target_mask"], states,
+                                  batch["sr_context_mask"])
+  assert logits.shape == (B, TS, VOCAB)
 
 
-def test_decoder_depth_zero_builds_no_decoder():
+def test_depth_zero_builds_no_decoder_and_no_mae_decoder(batch):
   cfg = tiny_config()
-  cfg.decoder.depth = 0
+  cfg.decoder.depth = cfg.mae_decoder.depth = 0
   model = nnx.eval_shape(lambda: MedMLLM(cfg, rngs=nnx.Rngs(0)))
-  assert "decoder" not in nnx.to_pure_dict(nnx.state(model))
+  params = nnx.to_pure_dict(nnx.state(model))
+  assert not {"decoder", "image_to_decoder", "text_to_decoder", "mae_decoder"} & set(params)
   with pytest.raises(ValueError, match="no text decoder"):
     model.decode(jnp.zeros((1, 4), jnp.int32), jnp.ones((1, 4), bool), jnp.zeros((1, 16, 32)))
+  with pytest.raises(ValueError, match="no MAE decoder"):
+    nnx.eval_shape(lambda m: m(batch, needs=frozenset({"mae_pred"})), model)
 
 
 def test_bfloat16_runs_and_returns_float32(model, batch):
-  out = _call(_variant(model, dtype="bfloat16"), batch)
+  bf16 = _variant(model, dtype="bfloat16")
+  out = _call(bf16, batch)
   reference = _call(model, batch)
-  assert out["image_tokens"].dtype == jnp.bfloat16
+  assert nnx.eval_shape(lambda m: m.encode_image(batch["image"]), bf16)[0].dtype == jnp.bfloat16
   for key in ("image_emb", "text_emb"):
     assert out[key].dtype == jnp.float32
     cosine = jnp.sum(out[key] * reference[key], axis=-1)
@@ -118,7 +226,7 @@ def test_sharded_forward_matches_one_device(model, batch):
   sharded_batch = jax.device_put(batch, sharding.batch_sharding(mesh))
   # Under the mesh, the activation constraints inside the model are real resharding ops.
   with jax.set_mesh(mesh):
-    got = jax.jit(lambda p, b: nnx.merge(graphdef, p)(b))(params, sharded_batch)
+    got = jax.jit(lambda p, b: nnx.merge(graphdef, p)(b, needs=PAIR))(params, sharded_batch)
   want = _call(model, batch)
   for key in want:
     np.testing.assert_allclose(got[key], want[key], atol=2e-5)
@@ -132,23 +240,23 @@ def test_split_then_merge_from_a_pure_dict_round_trips(model, batch):
     np.testing.assert_array_equal(got[key], want[key])
 
 
-def test_remat_checkpoints_every_block_of_every_tower(model, batch):
+def test_remat_checkpoints_every_block_of_every_tower(fused, batch):
   # That a checkpointed block gives the same values and grads is tested on layers.Stack
   # (test_layers); here: the flag reaches all towers, each scanned body is checkpointed once.
   def grad_jaxpr(model):
     graphdef, state = nnx.split(model)
 
     def loss(state):
-      model = nnx.merge(graphdef, state)
-      out = model(batch)
-      logits = model.decode(batch["text_ids"], batch["text_mask"], out["image_tokens"])
-      return jnp.sum(out["image_emb"] * out["text_emb"]) + jnp.mean(logits ** 2)
+      out = nnx.merge(graphdef, state)(batch, needs=OUTPUTS)
+      return sum(jnp.mean(v ** 2) for k, v in out.items() if k != "mae_mask")
 
     return str(jax.make_jaxpr(jax.grad(loss))(state))
 
-  towers = 3  # image, text encoder, decoder
-  assert grad_jaxpr(_variant(model, remat=True)).count("remat2[") == towers
-  assert "remat" not in grad_jaxpr(model)
+  # Stack passes: image (both views at once), MAE encoder, text encoder (all texts at once),
+  # decoder for captions, decoder for sentences, fusion, MAE decoder.
+  fusion = dict(depth=1, heads=2, mlp_dim=64)
+  assert grad_jaxpr(_variant(fused, remat=True, fusion=fusion)).count("remat2[") == 7
+  assert "remat" not in grad_jaxpr(fused)
 
 
 def test_param_count_agrees_for_real_abstract_and_pure_states(model):

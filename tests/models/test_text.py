@@ -24,8 +24,7 @@ def encoder():
 
 @pytest.fixture(scope="module")
 def decoder():
-  # Image width 48 != decoder width 32: image tokens go through the decoder's own projection.
-  return text.TextDecoder(**TOWER, image_width=48, rngs=nnx.Rngs(1))
+  return text.TextDecoder(**TOWER, rngs=nnx.Rngs(1))
 
 
 def _ids(seed, length=8):
@@ -70,23 +69,30 @@ def test_sequences_longer_than_max_len_are_rejected(encoder):
     encoder(jnp.zeros((1, MAX_LEN + 1), jnp.int32), jnp.ones((1, MAX_LEN + 1), bool))
 
 
-def test_decoder_is_causal_and_reads_the_image(decoder):
+def test_decoder_is_causal_and_reads_the_context(decoder):
   ids, mask = _ids(4), jnp.ones((2, 8), bool)
-  image = jax.random.normal(jax.random.key(5), (2, 6, 48))
-  logits = _call(decoder, ids, mask, image)
+  context = jax.random.normal(jax.random.key(5), (2, 6, 32))
+  logits = _call(decoder, ids, mask, context)
   assert logits.shape == (2, 8, VOCAB) and logits.dtype == jnp.float32
   t = 3
   changed = ids.at[:, t + 1:].set((ids[:, t + 1:] + 7) % VOCAB)
-  logits2 = _call(decoder, changed, mask, image)
+  logits2 = _call(decoder, changed, mask, context)
   np.testing.assert_allclose(logits[:, :t + 1], logits2[:, :t + 1], atol=1e-5)
   assert not np.allclose(logits[:, t + 1:], logits2[:, t + 1:], atol=1e-4)
-  assert not np.allclose(logits, _call(decoder, ids, mask, image + 1.0), atol=1e-4)
+  assert not np.allclose(logits, _call(decoder, ids, mask, context + 1.0), atol=1e-4)
 
 
-def test_decoder_params_tie_output_to_embedding_and_project_images(decoder):
+def test_decoder_ignores_padded_context_positions(decoder):
+  ids, mask = _ids(6), jnp.ones((2, 8), bool)
+  context = jax.random.normal(jax.random.key(7), (2, 6, 32))
+  context_mask = jnp.arange(6)[None] < jnp.array([[4], [6]])
+  junk = context.at[0, 4:].set(100.0)  # row 0's padded positions only
+  np.testing.assert_allclose(_call(decoder, ids, mask, context, context_mask),
+                             _call(decoder, ids, mask, junk, context_mask), atol=1e-5)
+  assert not np.allclose(_call(decoder, ids, mask, context)[0],
+                         _call(decoder, ids, mask, junk)[0], atol=1e-3)
+
+
+def test_decoder_output_is_tied_to_its_embedding(decoder):
   specs = jax.tree.leaves(nnx.get_partition_spec(nnx.state(decoder, nnx.Param)))
   assert [tuple(s) for s in specs if "vocab" in s] == [("vocab", "embed")]  # logits reuse the table
-  assert decoder.image_proj.kernel.shape == (48, 32)
-  same_width = nnx.eval_shape(lambda: text.TextDecoder(**TOWER, image_width=32,
-                                                       rngs=nnx.Rngs(0)))
-  assert same_width.image_proj is None

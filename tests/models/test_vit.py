@@ -52,6 +52,26 @@ def test_patchify_is_raster_order(tiny):
   np.testing.assert_array_equal(patches[1, 4], images[1, 8:16, 8:16].reshape(-1))
 
 
+def test_encode_kept_sees_only_the_kept_patches_at_their_positions(tiny):
+  images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+  tokens, _ = _call(tiny, images)
+  # Attention is permutation-equivariant once positions are attached: keeping every patch in
+  # any order gives the full tokens in that order.
+  order = jnp.stack([jax.random.permutation(jax.random.key(i), 16) for i in (2, 3)])
+  kept = nnx.jit(lambda m, x, k: m.encode_kept(x, k))(tiny, images, order)
+  np.testing.assert_allclose(kept, jnp.take_along_axis(tokens, order[..., None], 1), atol=1e-5)
+  # With a subset kept, the other patches' pixels cannot reach the kept tokens.
+  keep = order[:, :4]
+  hidden = jnp.ones((2, 16), bool).at[jnp.arange(2)[:, None], keep].set(False)
+  noise = jnp.where(hidden[..., None], 5.0, 0.0)
+  patches, _ = tiny.patchify(images)
+  other = (patches + noise).reshape(2, 4, 4, 8, 8, 3).transpose(0, 1, 3, 2, 4, 5)
+  other = other.reshape(2, 32, 32, 3)
+  subset = nnx.jit(lambda m, x, k: m.encode_kept(x, k))
+  np.testing.assert_allclose(subset(tiny, images, keep), subset(tiny, other, keep), atol=1e-5)
+  assert subset(tiny, images, keep).shape == (2, 4, 32)
+
+
 def test_sincos_positions_are_distinct_and_bounded():
   pos = vit.sincos_2d(3, 4, 32)
   assert pos.shape == (12, 32)

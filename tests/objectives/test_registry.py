@@ -2,7 +2,9 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs import base
 from medjax import objectives
+from medjax.models.medmllm import OUTPUTS
 
 
 def _outputs():
@@ -11,16 +13,43 @@ def _outputs():
               logit_bias=np.float32(0.0))
 
 
+BATCH = dict(has_image=np.ones(3, bool), has_text=np.ones(3, bool))
+
+
+def _config(**weights):
+  """The base config's objectives with the given weights (all others 0)."""
+  cfg = base.get_config().objectives
+  for name in objectives.NAMES:
+    cfg[name].weight = weights.get(name, 0.0)
+  return cfg
+
+
 def test_weights_scale_the_total_and_zero_removes():
-  cfg = ml_collections.ConfigDict(dict(image_text=dict(weight=0.5, kind="clip")))
-  total, metrics = objectives.total_loss(_outputs(), None, cfg)
+  cfg = _config(image_text=0.5)
+  total, metrics = objectives.total_loss(_outputs(), BATCH, cfg)
   np.testing.assert_allclose(total, 0.5 * metrics["image_text/loss"], rtol=1e-6)
   cfg.image_text.weight = 0.0
-  total, metrics = objectives.total_loss(_outputs(), None, cfg)
+  total, metrics = objectives.total_loss(_outputs(), BATCH, cfg)
   assert float(total) == 0.0 and not metrics
 
 
 def test_unknown_objective_is_rejected():
   cfg = ml_collections.ConfigDict(dict(imgae_text=dict(weight=1.0)))
   with pytest.raises(ValueError, match="imgae_text"):
-    objectives.total_loss(_outputs(), None, cfg)
+    objectives.total_loss(_outputs(), BATCH, cfg)
+
+
+def test_every_objective_has_defaults_and_reads_known_outputs():
+  cfg = base.get_config().objectives
+  assert set(cfg.keys()) == set(objectives.NAMES)
+  assert objectives.active(cfg).keys() == {"image_text"}  # existing runs are unchanged
+  for name in objectives.NAMES:
+    assert set(objectives._module(name).NEEDS) <= OUTPUTS, name
+
+
+def test_needs_is_the_union_over_active_objectives():
+  assert objectives.needs(_config()) == frozenset()
+  assert objectives.needs(_config(mlm=1.0, mae=0.5)) == {"mlm_logits", "mae_pred", "mae_target",
+                                                         "mae_mask"}
+  assert objectives.needs(_config(image_level=1.0, patient_level=1.0)) == {"view_emb",
+                                                                           "view2_emb"}

@@ -1,0 +1,61 @@
+"""Masked reductions shared by the objectives.
+
+Rows an objective cannot use (no image, no second sentence, ...) are switched off with weights,
+never removed: shapes stay static under jit, and sharded and single-device runs see the same
+global arrays. Every reduction here is 0, not NaN, when nothing is left to average.
+"""
+import jax
+import jax.numpy as jnp
+import optax
+
+# Stands in for -inf in masked logits: exp() of it is exactly 0, yet 0 * NEG is 0, not NaN.
+NEG = -1e9
+
+
+def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
+  """sum(w * v) / sum(w); 0 when every weight is 0. Entries with weight 0 are dropped before
+  multiplying, so a non-finite value there cannot reach the result."""
+  weights = weights.astype(jnp.float32)
+  total = jnp.sum(weights)
+  kept = jnp.where(weights > 0, values.astype(jnp.float32) * weights, 0.0)
+  return jnp.sum(kept) / jnp.where(total > 0, total, 1.0)
+
+
+def masked_log_softmax(logits: jax.Array, valid: jax.Array, axis: int) -> jax.Array:
+  """log_softmax over the entries where ``valid`` (broadcastable to logits) only."""
+  return jax.nn.log_softmax(jnp.where(valid, logits, NEG), axis=axis)
+
+
+def l2_normalize(x: jax.Array) -> jax.Array:
+  """Unit rows; an all-zero row stays zero (cosine 0 with everything)."""
+  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + 1e-12)
+
+
+def info_nce(logits: jax.Array, valid: jax.Array):
+  """Both directions of InfoNCE on square logits [B, B] whose positives are the diagonal,
+  restricted to valid rows and columns: an invalid row is neither an anchor nor a candidate.
+  -> (row loss, column loss, row top-1, column top-1), each averaged over valid rows."""
+  labels = jnp.arange(logits.shape[0])
+  row_logp = masked_log_softmax(logits, valid[None, :], axis=1)
+  col_logp = masked_log_softmax(logits, valid[:, None], axis=0)
+  row_top1 = jnp.argmax(jnp.where(valid[None, :], logits, NEG), axis=1) == labels
+  col_top1 = jnp.argmax(jnp.where(valid[:, None], logits, NEG), axis=0) == labels
+  return (weighted_mean(-jnp.diagonal(row_logp), valid),
+          weighted_mean(-jnp.diagonal(col_logp), valid),
+          weighted_mean(row_top1, valid), weighted_mean(col_top1, valid))
+
+
+def token_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array):
+  """Cross-entropy of logits [B, T, V] against int targets [B, T], averaged with per-token
+  weights. -> (loss, accuracy, sum of weights)."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+  correct = jnp.argmax(logits, axis=-1) == targets
+  return weighted_mean(ce, weights), weighted_mean(correct, weights), jnp.sum(weights)
+
+
+def next_token_cross_entropy(logits: jax.Array, ids: jax.Array, mask: jax.Array,
+                             rows: jax.Array):
+  """Teacher forcing: the logit at t predicts token t + 1, for real target tokens (mask) of the
+  rows with ``rows`` True. -> (loss, accuracy, number of target tokens)."""
+  weights = mask[:, 1:].astype(jnp.float32) * rows.astype(jnp.float32)[:, None]
+  return token_cross_entropy(logits[:, :-1], ids[:, 1:], weights)
