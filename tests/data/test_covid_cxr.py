@@ -1,4 +1,4 @@
-"""covid_cxr converter on the real sample and on a small fixture in the upstream layout."""
+"""covid_cxr converter (schema v2) on the real sample and on a fixture in the upstream layout."""
 import csv
 import hashlib
 import io
@@ -13,12 +13,16 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from data_prep import covid_cxr
+from medjax.data import entities
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+VERSION_DIR = Path("covid_cxr") / "2.0.0"
+
+
 def _manifest(data_dir) -> dict:
-  return json.loads((Path(data_dir) / "covid_cxr" / "1.0.0" / "manifest.json").read_text())
+  return json.loads((Path(data_dir) / VERSION_DIR / "manifest.json").read_text())
 
 
 def _shards(data_dir) -> dict[str, str]:
@@ -44,7 +48,8 @@ def test_every_csv_row_is_a_record_or_a_counted_skip(covid_data_dir, shared_data
 def test_splits_are_patient_and_image_disjoint(covid_data_dir):
   train, val = (_records(covid_data_dir, s) for s in ("train", "validation"))
   assert not {r["patient_id"] for r in train} & {r["patient_id"] for r in val}
-  assert not {r["image"] for r in train} & {r["image"] for r in val}  # same PNG bytes = same X-ray
+  # same PNG bytes = same X-ray
+  assert not {r["images"][0] for r in train} & {r["images"][0] for r in val}
   share = len({r["patient_id"] for r in val}) / len({r["patient_id"] for r in train + val})
   assert 0.08 < share < 0.25  # val_fraction 0.15 of the patients, up to sampling noise
 
@@ -54,20 +59,30 @@ def test_records_carry_the_csv_row(covid_data_dir, shared_data):
     by_file = {row["file"]: row for row in csv.DictReader(f)}
   for record in _records(covid_data_dir, "validation")[:20]:
     row = by_file[record["study_id"].decode()]
-    img = Image.open(io.BytesIO(record["image"]))
+    (png,) = record["images"]
+    img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.mode == "L"
     original = Image.open(shared_data / "covid-chestxray" / "images" / row["file"])
     assert np.array_equal(np.asarray(img), np.asarray(original))  # lossless re-encode
+    view = {"PA": "PA", "AP": "AP", "AP Supine": "AP", "L": "LATERAL", "": ""}[row["view"]]
+    assert record["views"].tolist() == [view.encode()]
     assert record["patient_id"].decode() == row["patient_group"]
-    assert record["label"].decode() == row["label"]
-    assert record["notes"].decode() == row["clinical_notes"].strip()
+    labels = dict(zip(entities.LABELS, record["labels"].tolist()))
+    if row["label"] == "unlabeled":
+      assert set(labels.values()) == {-2}
+    else:
+      assert labels[row["label"]] == 1 and sum(v == 1 for v in labels.values()) == 1
+      assert sum(v == 0 for v in labels.values()) == 2 and list(labels.values()).count(-2) == 13
+    notes = row["clinical_notes"].strip()
+    assert record["notes"].decode() == notes
+    assert np.array_equal(record["entities"], entities.extract(notes))
     assert record["source"] == b"covid_cxr" and record["findings"] == record["impression"] == b""
     assert [record[k] for k in covid_cxr.OUTCOMES] == [
         {"Y": 1, "N": 0}.get(row[k], -1) for k in covid_cxr.OUTCOMES]
 
 
 def test_manifest_sha256_matches_shards(covid_data_dir):
-  version_dir = Path(covid_data_dir) / "covid_cxr" / "1.0.0"
+  version_dir = Path(covid_data_dir) / VERSION_DIR
   listed = _shards(covid_data_dir)
   assert set(listed) == {p.name for p in version_dir.glob("*.array_record-*")}
   for name, sha in listed.items():
@@ -80,26 +95,6 @@ def test_cli_in_a_new_process_writes_identical_shards(covid_data_dir, shared_dat
                   "--src", str(shared_data / "covid-chestxray"), "--out", str(tmp_path)],
                  check=True, capture_output=True)
   assert _shards(tmp_path) == _shards(covid_data_dir)
-
-
-def test_split_is_stable_and_follows_the_seed():
-  patients = [str(i) for i in range(400)]
-
-  def val(seed):
-    return {p for p in patients if covid_cxr.split_of(p, seed, 0.15) == "validation"}
-
-  assert val(0) == val(0) and val(0) != val(1)
-  assert 30 < len(val(0)) < 90
-
-
-def test_leakage_raises_with_ids():
-  row = lambda study, patient: covid_cxr._Row(study, patient, Path(study), "", "", ())  # noqa: E731
-  by_split = {"train": [row("a.png", "p1")], "validation": [row("b.png", "p1")]}
-  with pytest.raises(ValueError, match=r"patients \['p1'\]"):
-    covid_cxr._check_leakage(by_split, {"a.png": "h1", "b.png": "h2"})
-  by_split = {"train": [row("a.png", "p1")], "validation": [row("b.png", "p2")]}
-  with pytest.raises(ValueError, match=r"a\.png.*b\.png"):
-    covid_cxr._check_leakage(by_split, {"a.png": "same", "b.png": "same"})
 
 
 UPSTREAM_COLUMNS = ["patientid", "finding", "survival", "intubated", "went_icu",
@@ -117,7 +112,7 @@ def _upstream_fixture(root: Path) -> Path:
   rgba = np.zeros((32, 40, 4), np.uint8)
   rgba[..., :3], rgba[:, :20, 3] = 200, 255  # right half transparent over bright colour
   Image.fromarray(rgba, "RGBA").save(src / "images" / "rgba.png")
-  deep = (np.arange(30 * 50).reshape(30, 50) % 4096).astype(np.uint16)  # 12-bit data in 16 bits
+  deep = (np.arange(40 * 50).reshape(40, 50) % 4096).astype(np.uint16)  # 12-bit data in 16 bits
   Image.fromarray(deep).save(src / "images" / "deep.png")
   Image.fromarray(gray, "L").save(src / "images" / "ct.png")
   (src / "images" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
@@ -138,7 +133,8 @@ def _upstream_fixture(root: Path) -> Path:
 def test_upstream_layout(tmp_path):
   m = covid_cxr.prepare(_upstream_fixture(tmp_path), tmp_path / "out", val_fraction=0.5)
   assert m["rows_read"] == 7 and m["excluded_not_xray"] == 1
-  assert [(s["row"], s["file"]) for s in m["skipped"]] == [(5, "missing.png"), (6, "corrupt.png")]
+  assert [(s["row"], s["file"]) for s in m["skipped"]] == [(5, "images/missing.png"),
+                                                           (6, "images/corrupt.png")]
   assert m["skipped"][0]["reason"] == "missing image file"
   assert m["skipped"][1]["reason"].startswith("cannot decode image")
   assert m["merged_patients"] == [["p1", "p6"]]  # identical X-ray under two ids: one split group
@@ -149,17 +145,18 @@ def test_upstream_layout(tmp_path):
       records[r["study_id"].decode()] = (split, r)
   assert sorted(records) == ["deep.png", "gray.png", "gray_again.png", "rgba.png"]
   assert records["gray.png"][0] == records["gray_again.png"][0]
-  pixels = {k: np.asarray(Image.open(io.BytesIO(r["image"]))) for k, (_, r) in records.items()}
+  pixels = {k: np.asarray(Image.open(io.BytesIO(r["images"][0]))) for k, (_, r) in records.items()}
   assert all(p.dtype == np.uint8 and p.ndim == 2 for p in pixels.values())
-  assert pixels["deep.png"].shape == (30, 50) and pixels["deep.png"].max() == 255  # stretched
+  assert pixels["deep.png"].shape == (40, 50) and pixels["deep.png"].max() == 255  # stretched
   assert (pixels["rgba.png"][:, 20:] == 0).all() and (pixels["rgba.png"][:, :20] == 200).all()
 
   gray = records["gray.png"][1]
-  assert (gray["patient_id"], gray["label"], gray["notes"]) == (b"p1", b"covid19", b"n1")
+  assert (gray["patient_id"], gray["notes"]) == (b"p1", b"n1")
   assert [gray[k] for k in covid_cxr.OUTCOMES] == [1, 0, -1, 1]
-  labels = {k: r["label"] for k, (_, r) in records.items()}
-  assert labels == {"gray.png": b"covid19", "gray_again.png": b"other_pneumonia",
-                    "rgba.png": b"no_finding", "deep.png": b"unlabeled"}
+  positive = {k: [entities.LABELS[i] for i in np.flatnonzero(r["labels"] == 1)]
+              for k, (_, r) in records.items()}
+  assert positive == {"gray.png": ["covid19"], "gray_again.png": ["other_pneumonia"],
+                      "rgba.png": ["no_finding"], "deep.png": []}
 
 
 def test_missing_column_names_column_and_file(tmp_path):

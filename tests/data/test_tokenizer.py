@@ -18,7 +18,7 @@ TEXT = "Chest radiograph shows bilateral patchy opacities in the lower lobes."
 
 @pytest.fixture(scope="module")
 def model_path(covid_data_dir) -> Path:
-  return Path(covid_data_dir) / "covid_cxr" / "1.0.0" / "tokenizer.model"
+  return Path(covid_data_dir) / "covid_cxr" / "2.0.0" / "tokenizer.model"
 
 
 @pytest.fixture(scope="module")

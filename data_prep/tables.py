@@ -1,0 +1,60 @@
+"""CSV metadata tables, read so that one bad row never stops a conversion.
+
+A missing column is a broken source: ValueError naming the file and column. A row with bytes
+that are not UTF-8 or the wrong number of fields is a skip entry naming file, row (and column).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import io
+import re
+from pathlib import Path
+
+_ESCAPED = re.compile("[\udc80-\udcff]")  # bytes the UTF-8 decoder could not read
+
+
+@dataclasses.dataclass
+class Table:
+  rows: list[tuple[int, dict]]  # (data row number, the header being row 0; row) of usable rows
+  columns: dict[str, str]  # field -> the column name found for it
+  skipped: list[dict]
+  rows_read: int
+
+
+def find(directory: Path, name: str) -> Path:
+  """`name` or its gzipped form (MIMIC-CXR-JPG ships its tables as .csv.gz)."""
+  for path in (directory / name, directory / f"{name}.gz"):
+    if path.is_file():
+      return path
+  raise FileNotFoundError(f"{directory / name}: no such file (nor .gz)")
+
+
+def read_csv(path: Path, required: dict[str, tuple[str, ...]] | None = None) -> Table:
+  """`required`: field -> acceptable column names, the first present one is used."""
+  data = path.read_bytes()
+  if path.suffix == ".gz":
+    data = gzip.decompress(data)
+  text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+  reader = csv.DictReader(io.StringIO(text, newline=""))
+  present = set(reader.fieldnames or ())
+  columns = {}
+  for field, names in (required or {}).items():
+    found = [n for n in names if n in present]
+    if not found:
+      raise ValueError(f"{path}: missing required column {' or '.join(map(repr, names))}")
+    columns[field] = found[0]
+  rows, skipped, n = [], [], 0
+  for n, row in enumerate(reader, start=1):
+    if None in row or None in row.values():  # csv puts extra fields under None, pads with None
+      skipped.append({"file": path.name, "row": n,
+                      "reason": f"malformed row: {len(reader.fieldnames)} columns expected"})
+      continue
+    broken = [k for k, v in row.items() if _ESCAPED.search(v)]
+    if broken:
+      skipped.append({"file": path.name, "row": n, "column": broken[0],
+                      "reason": f"invalid UTF-8 bytes in column {broken[0]!r}"})
+      continue
+    rows.append((n, row))
+  return Table(rows, columns, skipped, n)
