@@ -26,13 +26,24 @@ def get_config(arg=None):
   # ---- Input pipeline (medjax/data/pipeline.py) --------------------------------------------
   c.data = ml_collections.ConfigDict()
   c.data.dir = DEFAULT_DATA_DIR  # TFDS data_dir written by data_prep/
-  c.data.name = "covid_cxr"  # dataset (TFDS builder name) under data.dir
-  c.data.tokenizer = ""  # sentencepiece file; '' = the one data_prep trained beside the records
+  c.data.name = "covid_cxr"  # the one dataset (TFDS builder name) under data.dir, if no sources
+  # Mixture: dict(name=..., weight=..., split=...) per dataset; weights are relative (their
+  # units interleave in proportion), split defaults to the one asked for. () = just data.name.
+  c.data.sources = ()
+  # sentencepiece file; '' = the one data_prep trained beside the records (first source)
+  c.data.tokenizer = ""
   c.data.image_size = 224
   c.data.channels = 1  # chest X-rays are grayscale
-  c.data.text_field = "notes"
+  # The model's ViT patch size (model.image.patch_size; the trainer copies it): mae_noise has
+  # one value per patch. None = not set, and the pipeline refuses to start.
+  c.data.patch_size = None
+  # Text = findings + impression, else notes; the two sections also go separately.
   c.data.text_len = 128  # tokens, incl. BOS/EOS
   c.data.sentence_len = 32  # tokens of the hidden sentence (sentence reconstruction), BOS/EOS incl.
+  c.data.mlm_rate = 0.15  # share of real tokens MLM predicts (of them 80% [MASK], 10% random)
+  # Share of each training batch in same-patient image pairs, for the patient-level contrastive
+  # loss (per source; capped by the pairs it has). 0 = plain shuffling.
+  c.data.patient_pairs = 0.5
   # Pixel statistics of the covid-chestxray training split, [0,1] scale.
   c.data.mean = 0.5
   c.data.std = 0.25

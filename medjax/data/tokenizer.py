@@ -48,14 +48,22 @@ class Tokenizer:
     return self._sp.eos_id()
 
   @property
+  def unk_id(self) -> int:
+    return self._sp.unk_id()
+
+  @property
   def mask_id(self) -> int:
     return self._mask_id
+
+  def pieces(self, text: str) -> list[int]:
+    """Piece ids of `text`, without BOS/EOS or truncation."""
+    return self._sp.encode(text, out_type=int)
 
   def encode(self, text: str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """BOS + pieces + EOS, cut to `max_len` (EOS stays last) and padded: (ids int32, mask bool)."""
     if max_len < 2:
       raise ValueError(f"max_len must leave room for BOS and EOS, got {max_len}")
-    pieces = self._sp.encode(text, out_type=int)[:max_len - 2]
+    pieces = self.pieces(text)[:max_len - 2]
     ids = np.full(max_len, self.pad_id, np.int32)
     ids[:len(pieces) + 2] = [self.bos_id, *pieces, self.eos_id]
     return ids, np.arange(max_len) < len(pieces) + 2

@@ -1,0 +1,201 @@
+"""One study record (schema v2) -> one row of every batch key of docs/contracts.md.
+
+Rows of unpaired studies (image-only, text-only) and empty slots get zeros wherever they lack
+the input, so every key exists with a static shape. Train mode draws all randomness (view
+choice, crops, jitter, masking, hidden sentence, MAE noise) from the element's Grain RNG.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+
+import numpy as np
+from PIL import Image
+
+from medjax.data import tasks
+from medjax.data.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+_LOG_ASPECT = (math.log(3 / 4), math.log(4 / 3))  # random resized crop: width / height range
+_JITTER = 0.1  # max brightness shift and relative contrast change, in [0, 1] pixel units
+_FRONTAL = ("PA", "AP")
+_UNDECODABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# Labels whose entity has another name: a non-COVID pneumonia is a pneumonia.
+_LABEL_ENTITY = {"other_pneumonia": "pneumonia"}
+
+
+def patient_hash(source: str, patient_id: str) -> int:
+  """Stable across processes and runs (unlike `hash`); the source keeps equal ids of different
+  datasets apart."""
+  digest = hashlib.sha256(f"{source}/{patient_id}".encode()).digest()
+  return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def text_of(record, key: str) -> str:
+  value = record[key]
+  return (value.decode("utf-8") if isinstance(value, bytes) else str(value)).strip()
+
+
+def study_text(record) -> str:
+  """Findings + impression (a blank line between: always a sentence break), else the notes."""
+  report = [t for t in (text_of(record, "findings"), text_of(record, "impression")) if t]
+  return "\n\n".join(report) if report else text_of(record, "notes")
+
+
+def _crop_box(width: int, height: int, scale, rng: np.random.Generator):
+  """Random box covering `scale` of the area with aspect 3/4..4/3 (log-uniform); the whole image
+  if ten draws do not fit."""
+  for _ in range(10):
+    area = width * height * rng.uniform(*scale)
+    aspect = math.exp(rng.uniform(*_LOG_ASPECT))
+    w, h = math.sqrt(area * aspect), math.sqrt(area / aspect)
+    if w <= width and h <= height:
+      x, y = rng.uniform(0, width - w), rng.uniform(0, height - h)
+      return x, y, x + w, y + h
+  return 0, 0, width, height
+
+
+def pick_view(views, rng: np.random.Generator | None) -> int:
+  """Index of the image a multi-view study contributes. Frontal views (PA, AP) are preferred:
+  reports describe them and downstream tasks use them; laterals are used only when a study has
+  nothing else. Among the candidates, train mode draws one with the element RNG (over epochs
+  every frontal view is seen), eval takes the first (stored order)."""
+  names = [v.decode() if isinstance(v, bytes) else str(v) for v in views]
+  candidates = [i for i, v in enumerate(names) if v.upper() in _FRONTAL] or list(range(len(names)))
+  return candidates[int(rng.integers(len(candidates)))] if rng is not None else candidates[0]
+
+
+class Example:
+  """Turns units (tuples of (dataset name, record) or None) into stacked rows."""
+
+  def __init__(self, data_cfg, tokenizer: Tokenizer, *, labels, entities, train: bool):
+    self.size, self.channels = int(data_cfg.image_size), int(data_cfg.channels)
+    self.mean, self.std = float(data_cfg.mean), float(data_cfg.std)
+    self.crop_scale = tuple(float(s) for s in data_cfg.crop_scale)
+    self.text_len, self.sentence_len = int(data_cfg.text_len), int(data_cfg.sentence_len)
+    self.mlm_rate = float(data_cfg.mlm_rate)
+    self.num_patches = (self.size // int(data_cfg.patch_size)) ** 2
+    self.tokenizer, self.train = tokenizer, train
+    self.special = (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id, tokenizer.mask_id,
+                    tokenizer.unk_id)
+    # A positive label adds its entity to the image's vector; labels without one add nothing.
+    self.num_entities = len(entities)
+    names = [_LABEL_ENTITY.get(n, n) for n in labels]
+    self.label_to_entity = np.array([list(entities).index(n) if n in entities else -1
+                                     for n in names], np.int64)
+    self.undecodable = 0  # images met at read time that PIL cannot open (this process)
+
+  def __call__(self, unit, rng: np.random.Generator) -> dict:
+    rows = [self.row(item, rng) if item is not None else self.empty() for item in unit]
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+  def empty(self) -> dict:
+    """All zeros: no image, no text, patient -1 (matches nobody's hash)."""
+    t, ts, s = self.text_len, self.sentence_len, self.size
+    ints = {k: np.zeros(t, np.int32) for k in ("text_ids", "mlm_ids", "mlm_targets",
+                                               "sr_context_ids", "findings_ids", "impression_ids")}
+    masks = {k: np.zeros(t, bool) for k in ("text_mask", "sr_context_mask", "findings_mask",
+                                            "impression_mask")}
+    flags = {k: np.bool_(False) for k in ("has_image", "has_text", "has_sentence",
+                                          "has_findings_impression")}
+    return {"image": np.zeros((s, s, self.channels), np.float32),
+            "image2": np.zeros((s, s, self.channels), np.float32),
+            "patient": np.int32(-1), **ints, **masks, **flags,
+            "mlm_weights": np.zeros(t, np.float32),
+            "sr_target_ids": np.zeros(ts, np.int32), "sr_target_mask": np.zeros(ts, bool),
+            "image_entities": np.zeros(self.num_entities, np.float32),
+            "text_entities": np.zeros(self.num_entities, np.float32),
+            "mae_noise": np.zeros(self.num_patches, np.float32)}
+
+  def row(self, item, rng: np.random.Generator) -> dict:
+    dataset, record = item
+    out = self.empty()
+    out["patient"] = np.int32(patient_hash(text_of(record, "source"),
+                                           text_of(record, "patient_id")))
+    views = self._decode(dataset, record, rng)
+    if views is not None:
+      out["image"], out["image2"] = views
+      out["has_image"] = np.bool_(True)
+      out["mae_noise"] = tasks.patch_noise(rng, self.num_patches)
+      out["image_entities"][self.label_to_entity[
+          (np.asarray(record["labels"]) == 1) & (self.label_to_entity >= 0)]] = 1.0
+    text = study_text(record)
+    if text:
+      out["has_text"] = np.bool_(True)
+      out.update(self._text(text, rng))
+      present = (np.asarray(record["entities"]) == 1).astype(np.float32)
+      out["text_entities"] = present
+      if out["has_image"]:
+        out["image_entities"] = np.maximum(out["image_entities"], present)
+      findings, impression = text_of(record, "findings"), text_of(record, "impression")
+      out["has_findings_impression"] = np.bool_(bool(findings and impression))
+      for key, section in (("findings", findings), ("impression", impression)):
+        if section:
+          out[f"{key}_ids"], out[f"{key}_mask"] = self.tokenizer.encode(section, self.text_len)
+    return out
+
+  def _decode(self, dataset: str, record, rng: np.random.Generator):
+    """(image, image2) of the picked view, or None without a (decodable) image. An undecodable
+    image is a counted, logged skip of the image: the row keeps its text, if any."""
+    images = record["images"]
+    if not len(images):
+      return None
+    i = pick_view(record["views"], rng if self.train else None)
+    try:
+      img = Image.open(io.BytesIO(images[i]))
+      img = img if img.mode == "L" else img.convert("L")
+      img.load()
+    except _UNDECODABLE as e:
+      self.undecodable += 1
+      log.warning("%s: study %s: image %d cannot be decoded (%s); row used without an image "
+                  "(%d undecodable so far in this process)", dataset,
+                  text_of(record, "study_id"), i, type(e).__name__, self.undecodable)
+      return None
+    if not self.train:
+      x = self._model_input(self._resize(img, None))
+      return x, x.copy()
+    return self._augment(img, rng), self._augment(img, rng)
+
+  def _augment(self, img: Image.Image, rng: np.random.Generator) -> np.ndarray:
+    x = self._resize(img, _crop_box(*img.size, self.crop_scale, rng))
+    mean = x.mean()
+    x = (x - mean) * rng.uniform(1 - _JITTER, 1 + _JITTER) + mean + rng.uniform(-_JITTER, _JITTER)
+    return self._model_input(np.clip(x, 0.0, 1.0))
+
+  def _resize(self, img: Image.Image, box) -> np.ndarray:
+    """`box` of `img` (None: all of it) at the model's size, as [0, 1] floats."""
+    out = img.resize((self.size, self.size), Image.Resampling.BILINEAR, box=box)
+    return np.asarray(out, np.float32) / 255.0
+
+  def _model_input(self, x: np.ndarray) -> np.ndarray:
+    x = ((x - self.mean) / self.std).astype(np.float32)
+    return np.repeat(x[..., None], self.channels, axis=-1)
+
+  def _text(self, text: str, rng: np.random.Generator) -> dict:
+    tok, t = self.tokenizer, self.text_len
+    ids, mask = tok.encode(text, t)
+    mlm_ids, mlm_targets, mlm_weights = tasks.mask_tokens(
+        ids, mask, rng, vocab_size=tok.vocab_size, mask_id=tok.mask_id, special_ids=self.special,
+        rate=self.mlm_rate)
+    out = dict(text_ids=ids, text_mask=mask, mlm_ids=mlm_ids, mlm_targets=mlm_targets,
+               mlm_weights=mlm_weights)
+    hidden = tasks.hide_sentence(text, rng, limit=self._sentences_within(text))
+    if hidden is not None:
+      out["sr_context_ids"], out["sr_context_mask"] = tok.encode(hidden[0], t)
+      out["sr_target_ids"], out["sr_target_mask"] = tok.encode(hidden[1], self.sentence_len)
+      out["has_sentence"] = np.bool_(True)
+    return out
+
+  def _sentences_within(self, text: str) -> int:
+    """How many leading sentences start inside the token window (BOS ... EOS): hiding a later
+    one would truncate its [MASK] away."""
+    start, count = 1, 0
+    for sentence in tasks.split_sentences(text):
+      if start >= self.text_len - 1:
+        break
+      count += 1
+      start += len(self.tokenizer.pieces(sentence))
+    return count
