@@ -3,7 +3,8 @@ a leakage check, byte-reproducible shards and a manifest.
 
 A converter subclasses `StudyBuilder` and implements `_scan(src) -> (studies, report)`: it parses
 its layout into `Study` objects (no image decoding) and lists every row or file it cannot use in
-`report["skipped"]` ({"reason", and "file"/"row"/"column"/"id" as known}). The base decodes and
+`report["skipped"]` ({"reason", and "file"/"row"/"column"/"id" as known; "part": "view" or
+"report" when only that part of a study was dropped and the study kept}). The base decodes and
 checks each image, drops unusable studies (counted, with reasons), splits, checks leakage and
 writes the records; `prepare` writes manifest.json beside the shards.
 """
@@ -174,7 +175,7 @@ class StudyBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         skipped.extend(bad if len(bad) == 1 else
                        [{**b, "reason": f"no readable image in study: {b['reason']}"} for b in bad])
         continue
-      skipped.extend({**b, "reason": f"view dropped: {b['reason']}"} for b in bad)
+      skipped.extend({**b, "part": "view", "reason": f"view dropped: {b['reason']}"} for b in bad)
       if not st.images and not any((st.findings, st.impression, st.notes)):
         skipped.append({**st.where, "id": st.study_id, "reason": "empty study: no image, no text"})
         continue

@@ -48,7 +48,7 @@ _MESH = {
     "fractures, bone": "fracture",
     "catheters, indwelling": "support_devices", "tube, inserted": "support_devices",
     "implanted medical device": "support_devices", "medical device": "support_devices",
-    "stents": "support_devices", "surgical instruments": "support_devices",
+    "stents": "support_devices",
 }
 _NOT_FINDINGS = ("no indexing", "technical quality of image unsatisfactory")
 _PATHOLOGIES = tuple(k for k in entities.CHEXPERT if k not in ("no_finding", "support_devices"))

@@ -12,6 +12,8 @@ import io
 import re
 from pathlib import Path
 
+from medjax.data import entities
+
 _ESCAPED = re.compile("[\udc80-\udcff]")  # bytes the UTF-8 decoder could not read
 
 
@@ -58,3 +60,30 @@ def read_csv(path: Path, required: dict[str, tuple[str, ...]] | None = None) -> 
       continue
     rows.append((n, row))
   return Table(rows, columns, skipped, n)
+
+
+def chexpert_labels(row: dict) -> dict[str, int]:
+  """Labels from CheXpert-style columns ("No Finding", ..., values 1.0 / 0.0 / -1.0 / blank), as
+  in CheXpert's CSVs and MIMIC-CXR's chexpert.csv. Blank and NaN are not stated; anything else
+  raises ValueError naming the column. Both sets predate 2019: no COVID-19, and a pneumonia is
+  another pneumonia."""
+  labels = {}
+  for name in entities.CHEXPERT:
+    column = name.replace("_", " ").title()
+    value = row.get(column)
+    if value is None:
+      raise ValueError(f"missing label column {column!r}")
+    value = value.strip()
+    if value.lower() in ("", "nan"):
+      continue
+    try:
+      code = float(value)
+    except ValueError:
+      code = None
+    if code not in (1.0, 0.0, -1.0):
+      raise ValueError(f"bad label value {value!r} in column {column!r}")
+    labels[name] = int(code)
+  labels["covid19"] = 0
+  if "pneumonia" in labels:
+    labels["other_pneumonia"] = labels["pneumonia"]
+  return labels

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 import tensorflow_datasets as tfds
+from tensorflow_datasets.proto import tf_example_pb2
 
 TEXT_FIELDS = ("findings", "impression", "notes")
 MASK = "[MASK]"
@@ -28,7 +29,13 @@ def train_texts(data_dir, name: str) -> list[str]:
   """Non-empty text fields of the train split, de-duplicated in order: notes are often repeated
   for every image of a patient and would otherwise be over-weighted."""
   source = tfds.data_source(name, split="train", data_dir=str(data_dir))
-  texts = (source[i][f].decode("utf-8").strip() for i in range(len(source)) for f in TEXT_FIELDS)
+  # Parsing only the text features of the raw tf.train.Example records is ~10x faster than
+  # decoding whole records (images, arrays) through TFDS.
+  raw = source.data_source.__getitems__(list(range(len(source))))
+  texts = []
+  for data in raw:
+    feature = tf_example_pb2.Example.FromString(data).features.feature
+    texts += [feature[f].bytes_list.value[0].decode("utf-8").strip() for f in TEXT_FIELDS]
   return list(dict.fromkeys(t for t in texts if t))
 
 

