@@ -91,7 +91,7 @@ class MimicCxr(builder.StudyBuilder):
                         "reason": f"empty {missing[0]!r} column"})
         continue
       ids = tuple(row[c].strip() for c in _ID_COLUMNS)
-      views[ids[1:]].append((n, ids[0], schema.normalize_view(row["view"])))
+      views[ids[1:]].append((n, ids[0], schema.normalize_view(row["ViewPosition"])))
     studies = [s for key, v in views.items() if (s := self._study(
         src, paths["metadata"].name, *key, v, split_of, labels, skipped))]
     return studies, {"rows_read": meta.rows_read, "studies_read": len(views), "skipped": skipped}
