@@ -1,0 +1,102 @@
+"""Every objective's loss and parameter gradients on a data=2 x fsdp=4 mesh of 8 (fake) devices
+equal those on one device for the same global batch.
+
+This is what makes the contrastive losses global-batch losses: with the batch split 8 ways, only
+XLA's gathers can give each row the negatives and positives held by other devices. One tiny model
+(with fusion, so the M3AE path is covered too) and one jitted function returning all per-objective
+losses and their Jacobian keep this to two compiles.
+"""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import base
+from medjax import objectives, sharding
+from medjax.models.medmllm import MedMLLM
+
+B, S, T, TS, E, VOCAB = 16, 32, 8, 6, 5, 64
+N = (S // 8) ** 2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _quick_compiles():
+  # Both sides compile the same way, so XLA's optimisation passes (most of the compile time of
+  # these tiny graphs) can be skipped without weakening the comparison.
+  before = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", before)
+
+
+def _model_config():
+  tower = dict(width=32, depth=1, heads=2, mlp_dim=64)
+  return ml_collections.ConfigDict(dict(
+      dtype="float32", remat=False, proj_dim=16, mask_ratio=0.75,
+      image=dict(tower, patch_size=8, channels=1, image_size=S),
+      text=dict(tower, vocab_size=VOCAB, max_len=16), decoder=dict(tower, max_len=16),
+      mae_decoder=tower, fusion=dict(depth=1, heads=2, mlp_dim=64)))
+
+
+def _batch():
+  """A global batch with every docs/contracts.md key, and rows missing each kind of input."""
+  rng = np.random.default_rng(0)
+  ids = lambda length=T: rng.integers(4, VOCAB, (B, length)).astype(np.int32)
+  mask = lambda length=T: np.arange(length)[None] < rng.integers(2, length + 1, (B, 1))
+  flag = lambda p: rng.random(B) < p
+  text_mask = mask()
+  return dict(
+      image=rng.random((B, S, S, 1), np.float32), image2=rng.random((B, S, S, 1), np.float32),
+      has_image=flag(0.8), has_text=flag(0.8),
+      patient=rng.integers(0, 6, B).astype(np.int32),  # repeats, across device boundaries
+      text_ids=ids(), text_mask=text_mask, mlm_ids=ids(), mlm_targets=ids(),
+      mlm_weights=(text_mask & flag(0.3)[:, None]).astype(np.float32) + text_mask * 0.25,
+      sr_context_ids=ids(), sr_context_mask=mask(), sr_target_ids=ids(TS),
+      sr_target_mask=mask(TS), has_sentence=flag(0.7),
+      findings_ids=ids(), findings_mask=mask(), impression_ids=ids(), impression_mask=mask(),
+      has_findings_impression=flag(0.6),
+      image_entities=(rng.random((B, E)) < 0.3).astype(np.float32),
+      text_entities=(rng.random((B, E)) < 0.3).astype(np.float32),
+      mae_noise=rng.random((B, N), np.float32))
+
+
+def test_every_objective_matches_one_device_on_a_data_fsdp_mesh():
+  if jax.device_count() < 8:
+    pytest.skip("needs 8 (fake) devices, see tests/conftest.py")
+  config = base.get_config().objectives
+  for name in objectives.NAMES:
+    config[name].weight = 1.0
+  graphdef, state = nnx.split(MedMLLM(_model_config(), rngs=nnx.Rngs(0)))
+  params = nnx.to_pure_dict(state)
+  batch = _batch()
+
+  def per_objective(params, batch):
+    outputs = nnx.merge(graphdef, params)(batch, needs=objectives.needs(config))
+    values = [objectives._module(name).loss(outputs, batch, config[name])[0]
+              for name in objectives.NAMES]
+    return jnp.stack(values), jnp.stack(values)
+
+  # Jacobian rows = gradients of each objective's loss w.r.t. every parameter.
+  losses_and_grads = jax.jacrev(per_objective, has_aux=True)
+  want_grads, want = jax.jit(losses_and_grads)(params, batch)
+
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 4, "tensor": 1}, jax.devices()[:8])
+  logical = nnx.to_pure_dict(nnx.get_partition_spec(state))
+  param_shardings = sharding.param_shardings(params, logical, mesh)
+  kernel = jax.device_put(params, param_shardings)["text"]["blocks"]["layers"]["mlp"]["up"]
+  assert kernel["kernel"].sharding.spec[1] == "fsdp"  # params really are split
+  with jax.set_mesh(mesh):
+    step = jax.jit(losses_and_grads, in_shardings=(param_shardings, sharding.batch_sharding(mesh)))
+    got_grads, got = step(jax.device_put(params, param_shardings),
+                          jax.device_put(batch, sharding.batch_sharding(mesh)))
+
+  for i, name in enumerate(objectives.NAMES):
+    assert np.isfinite(want[i]) and want[i] > 0, name  # a real loss, or equality proves nothing
+    np.testing.assert_allclose(got[i], want[i], atol=1e-4, err_msg=name)
+    grad_want = jax.tree.leaves(jax.tree.map(lambda g: g[i], want_grads))
+    grad_got = jax.tree.leaves(jax.tree.map(lambda g: g[i], got_grads))
+    assert max(float(jnp.abs(g).max()) for g in grad_want) > 1e-3, name
+    for w, g in zip(grad_want, grad_got, strict=True):
+      np.testing.assert_allclose(g, w, atol=1e-4, err_msg=name)
