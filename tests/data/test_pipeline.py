@@ -15,6 +15,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import synthetic_data as sd
+from data_prep import tokenizer as tokenizer_prep
 from medjax.data import entities, pipeline
 from medjax.data.mixture import Source
 
@@ -294,8 +295,9 @@ def test_config_and_record_errors(synth_sources, synth_tokenizer):
 
 # ---- The prepared real sample: covid_cxr (X-rays + notes) mixed with ncbi_disease (abstracts) --
 def _real_cfg(data_dir, **overrides):
-  return sd.synth_cfg(dir=str(data_dir), image_size=32, patch_size=8, text_len=64, sources=(
-      dict(name="covid_cxr", weight=3.0), dict(name="ncbi_disease", weight=1.0)), **overrides)
+  sources = (dict(name="covid_cxr", weight=3.0), dict(name="ncbi_disease", weight=1.0))
+  return sd.synth_cfg(**{"dir": str(data_dir), "image_size": 32, "patch_size": 8, "text_len": 64,
+                         "sources": sources, **overrides})
 
 
 def _real_run(data_dir, n, cfg=None, **kwargs):
@@ -371,3 +373,23 @@ def test_load_tokenizer_defaults_to_the_first_source(real_data_dir):
   tok = pipeline.load_tokenizer(_real_cfg(real_data_dir))
   path = real_data_dir / "covid_cxr" / "2.0.0" / "tokenizer.model"
   assert tok.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_real_text_only_reports(text_data_dir, tmp_path):
+  """IU X-ray reports (findings + impression) and NCBI abstracts (notes), both without images."""
+  names = ("iu_xray", "ncbi_disease")
+  tokenizer = tokenizer_prep.train_tokenizer(text_data_dir, names=names, vocab_size=500,
+                                             out=tmp_path / "tokenizer.model")
+  cfg = _real_cfg(text_data_dir, tokenizer=str(tokenizer),
+                  sources=tuple(dict(name=n, weight=1.0) for n in names))
+  batches = _real_run(text_data_dir, 10, cfg)
+  b = {k: np.concatenate([x[k] for x in batches]) for k in batches[0]}
+  real = b["patient"] >= 0
+  assert not b["has_image"].any() and not b["image"].any() and not b["image_entities"].any()
+  assert b["has_text"][real].all()
+  iu = np.isin(b["patient"], list(_patients(_records(text_data_dir, "iu_xray", "train"))))
+  assert iu.sum() == pytest.approx(real.sum() / 2, abs=2)  # weights 1:1
+  assert b["has_findings_impression"][iu].mean() > 0.5 and not b["has_findings_impression"][~iu].any()
+  fi = b["has_findings_impression"]
+  assert b["findings_mask"][fi].any(1).all() and b["impression_mask"][fi].any(1).all()
+  assert b["has_sentence"][real].mean() > 0.5
