@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from medjax.models import layers, mae
+from medjax.models import forward, layers
+from medjax.models.forward import OUTPUTS  # noqa: F401  (public: what __call__ can return)
 from medjax.models.fusion import Fusion
 from medjax.models.mae import MaeDecoder
 from medjax.models.text import TextDecoder, TextEncoder
@@ -29,40 +30,6 @@ def _l2_normalize(x: jax.Array) -> jax.Array:
   return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + 1e-12)
 
 
-# What ``MedMLLM.__call__`` can return; an objective lists the names it reads in its NEEDS.
-OUTPUTS = frozenset({
-    "image_emb", "text_emb", "logit_scale", "logit_bias",  # image-text space (+ its temperature)
-    "view_emb", "view2_emb",  # image-image space, of batch['image'] and batch['image2']
-    "findings_emb", "impression_emb",  # text-text space
-    "mlm_logits", "sr_logits", "caption_logits",  # float32 [B, T, vocab]
-    "mae_pred", "mae_target", "mae_mask",  # [B, N, patch_dim] x2, [B, N] (1 = hidden patch)
-})
-MAE_OUTPUTS = frozenset({"mae_pred", "mae_target", "mae_mask"})
-
-# Text-encoder inputs: name -> (ids key, mask key) in the batch (docs/contracts.md). MLM ids
-# replace tokens but keep the padding of text_ids, so they share its mask.
-TEXT_INPUTS = {
-    "text": ("text_ids", "text_mask"),
-    "mlm": ("mlm_ids", "text_mask"),
-    "sr_context": ("sr_context_ids", "sr_context_mask"),
-    "findings": ("findings_ids", "findings_mask"),
-    "impression": ("impression_ids", "impression_mask"),
-}
-
-
-def _jointly(fn, inputs: list[tuple]) -> list:
-  """``fn`` applied once to several same-shaped inputs (tuples of [B, ...] arrays), results
-  per input. Stacking on a new axis 1 and folding it into the batch axis keeps each example's
-  rows on the device that holds the example (no resharding), and the tower is traced,
-  compiled and run once instead of once per input."""
-  if len(inputs) == 1:
-    return [fn(*inputs[0])]
-  k = len(inputs)
-  folded = jax.tree.map(lambda *xs: jnp.stack(xs, 1).reshape(-1, *xs[0].shape[1:]), *inputs)
-  out = fn(*folded)
-  return [jax.tree.map(lambda y: y.reshape(-1, k, *y.shape[1:])[:, i], out) for i in range(k)]
-
-
 class MedMLLM(nnx.Module):
   """The full model, built from the ``model`` sub-config (documented in configs/base.py):
   dtype, remat, proj_dim, mask_ratio, image (width, depth, heads, mlp_dim, patch_size,
@@ -70,7 +37,8 @@ class MedMLLM(nnx.Module):
   heads, mlp_dim, max_len; shares the text vocabulary), mae_decoder (width, depth, heads,
   mlp_dim) and fusion (depth, heads, mlp_dim; at the text width). Depth 0 = no such module.
 
-  ``__call__(batch, needs)`` computes the requested OUTPUTS and only the work they need.
+  ``__call__(batch, needs)`` computes the requested OUTPUTS and only the work they need
+  (medjax/models/forward.py); the methods below are the pieces it is made of.
   """
 
   def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
@@ -146,80 +114,22 @@ class MedMLLM(nnx.Module):
     """Pooled text features -> unit-norm float32 [B, proj_dim] (image-text space)."""
     return _l2_normalize(self.text_head(pooled).astype(jnp.float32))
 
+  def embed_view(self, pooled: jax.Array) -> jax.Array:
+    """Pooled image features -> unit-norm float32 [B, proj_dim] (image-image space)."""
+    return _l2_normalize(self.view_head(pooled).astype(jnp.float32))
+
+  def embed_section(self, pooled: jax.Array) -> jax.Array:
+    """Pooled report-section features -> unit-norm float32 [B, proj_dim] (text-text space)."""
+    return _l2_normalize(self.section_head(pooled).astype(jnp.float32))
+
+  def reconstruct_patches(self, kept: jax.Array, restore: jax.Array,
+                          grid: tuple[int, int]) -> jax.Array:
+    """MAE pixel predictions [B, N, patch_dim] float32 from the encoded kept patches."""
+    if self.mae_decoder is None:
+      raise ValueError("This MedMLLM has no MAE decoder (model.mae_decoder.depth == 0).")
+    return self.mae_decoder(kept, restore, grid)
+
   def __call__(self, batch: dict, needs: frozenset[str]) -> dict:
-    """The ``needs`` outputs (names in OUTPUTS) for a batch with the docs/contracts.md keys;
-    only the keys those outputs read must be present. ``logit_scale`` is in log space (losses
-    use exp(logit_scale)), ``logit_bias`` as is."""
-    unknown = set(needs) - OUTPUTS
-    if unknown:
-      raise ValueError(f"Unknown model outputs {sorted(unknown)}; known: {sorted(OUTPUTS)}")
-    out = {}
-    if "logit_scale" in needs:
-      out["logit_scale"] = self.logit_scale[...]
-    if "logit_bias" in needs:
-      out["logit_bias"] = self.logit_bias[...]
-    masked_path = bool(needs & MAE_OUTPUTS) or (self.fusion is not None and "mlm_logits" in needs)
-    image = self._image_outputs(batch, needs, out)
-    text = self._text_outputs(batch, needs, masked_path, out)
-    if masked_path:
-      self._masked_outputs(batch, needs, text.get("mlm"), out)
-    if "caption_logits" in needs:
-      out["caption_logits"] = self.decode(batch["text_ids"], batch["text_mask"], image[0])
-    return out
-
-  def _image_outputs(self, batch, needs, out):
-    """Embeddings of the full images; returns the tokens of batch['image'] (or None)."""
-    views = [k for k, names in (("image", {"image_emb", "view_emb", "caption_logits"}),
-                                ("image2", {"view2_emb"})) if needs & names]
-    if not views:
-      return None
-    encoded = dict(zip(views, _jointly(self.encode_image, [(batch[k],) for k in views])))
-    if "image_emb" in needs:
-      out["image_emb"] = self.embed_image(encoded["image"][1])
-    for name, key in (("view_emb", "image"), ("view2_emb", "image2")):
-      if name in needs:
-        out[name] = _l2_normalize(self.view_head(encoded[key][1]).astype(jnp.float32))
-    return encoded.get("image")
-
-  def _text_outputs(self, batch, needs, masked_path, out) -> dict:
-    """One text-encoder pass over every text input needed; returns name -> (states, pooled)."""
-    wanted = {"text": "text_emb" in needs, "sr_context": "sr_logits" in needs,
-              "findings": "findings_emb" in needs, "impression": "impression_emb" in needs,
-              # With fusion, the MAE path fuses the masked text too.
-              "mlm": "mlm_logits" in needs or (masked_path and self.fusion is not None)}
-    names = [n for n in TEXT_INPUTS if wanted[n]]
-    if not names:
-      return {}
-    inputs = [tuple(batch[k] for k in TEXT_INPUTS[n]) for n in names]
-    text = dict(zip(names, _jointly(self.encode_text, inputs)))
-    if "text_emb" in needs:
-      out["text_emb"] = self.embed_text(text["text"][1])
-    for name in ("findings", "impression"):
-      if f"{name}_emb" in needs:
-        out[f"{name}_emb"] = _l2_normalize(self.section_head(text[name][1]).astype(jnp.float32))
-    if "sr_logits" in needs:
-      out["sr_logits"] = self.decode_from_text(batch["sr_target_ids"], batch["sr_target_mask"],
-                                               text["sr_context"][0], batch["sr_context_mask"])
-    if "mlm_logits" in needs and self.fusion is None:
-      out["mlm_logits"] = self.text.logits(text["mlm"][0])
-    return text
-
-  def _masked_outputs(self, batch, needs, mlm, out):
-    """MAE (and, with fusion, M3AE): encode the kept patches, fuse with the masked text if the
-    model has a fusion module, reconstruct the pixels of every patch."""
-    patches, grid = self.image.patchify(batch["image"])
-    keep, restore, hidden = mae.choose_patches(
-        batch["mae_noise"], mae.kept_count(patches.shape[1], self.mask_ratio))
-    kept = self.image.encode_kept(batch["image"], keep)
-    if self.fusion is not None:
-      kept, fused_text = self.fusion(kept, mlm[0], batch["text_mask"])
-      if "mlm_logits" in needs:
-        out["mlm_logits"] = self.text.logits(fused_text)
-    if "mae_pred" in needs:
-      if self.mae_decoder is None:
-        raise ValueError("This MedMLLM has no MAE decoder (model.mae_decoder.depth == 0).")
-      out["mae_pred"] = self.mae_decoder(kept, restore, grid)
-    if "mae_target" in needs:
-      out["mae_target"] = mae.normalized_patches(patches)
-    if "mae_mask" in needs:
-      out["mae_mask"] = hidden
+    """The ``needs`` outputs (names in OUTPUTS, see medjax.models.forward) for a batch with the
+    docs/contracts.md keys; only the keys those outputs read must be present."""
+    return forward.outputs(self, batch, frozenset(needs))
