@@ -65,7 +65,7 @@ class ChexpertCxr(builder.StudyBuilder):
           patient, study, rel = _ids(row["Path"])
           labels = tables.chexpert_labels(row)
         except ValueError as e:
-          skipped.append({"file": name, "row": n, "reason": str(e)})
+          skipped.append(tables.skip_entry(name, n, e))
           continue
         views[patient, study].append(
             (n, src / rel, view_of(row["Frontal/Lateral"], row["AP/PA"]), labels))

@@ -81,7 +81,7 @@ class MimicCxr(builder.StudyBuilder):
       try:
         labels[sid] = tables.chexpert_labels(row)
       except ValueError as e:
-        skipped.append({"file": paths["chexpert"].name, "row": n, "id": sid, "reason": str(e)})
+        skipped.append(tables.skip_entry(paths["chexpert"].name, n, e, id=sid))
         labels[sid] = None  # the study's labels are unusable: the study is skipped below
     views = collections.defaultdict(list)  # (subject, study) -> [(row, dicom, view)]
     for n, row in meta.rows:

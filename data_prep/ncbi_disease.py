@@ -76,9 +76,9 @@ def _document(path: Path, block: list[tuple[int, str]], split: str) -> builder.S
   if not parts.get("t") and not parts.get("a"):
     raise ValueError("empty text: no title and no abstract")
   pmid = pmids.pop()
-  return builder.Study(study_id=pmid, patient_id=pmid, where={"file": path.name, "row": block[0][0]},
-                       notes="\n".join(p for p in (parts.get("t"), parts.get("a")) if p),
-                       split=split)
+  notes = "\n".join(p for p in (parts.get("t"), parts.get("a")) if p)
+  return builder.Study(study_id=pmid, patient_id=pmid,
+                       where={"file": path.name, "row": block[0][0]}, notes=notes, split=split)
 
 
 class NcbiDisease(builder.StudyBuilder):

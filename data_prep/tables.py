@@ -17,6 +17,19 @@ from medjax.data import entities
 _ESCAPED = re.compile("[\udc80-\udcff]")  # bytes the UTF-8 decoder could not read
 
 
+class CellError(ValueError):
+  """A bad value in one column of a row."""
+
+  def __init__(self, column: str, message: str):
+    super().__init__(message)
+    self.column = column
+
+
+def skip_entry(file: str, row: int, error: ValueError, **more) -> dict:
+  column = {"column": error.column} if isinstance(error, CellError) else {}
+  return {"file": file, "row": row, **column, **more, "reason": str(error)}
+
+
 @dataclasses.dataclass
 class Table:
   rows: list[tuple[int, dict]]  # (data row number, the header being row 0; row) of usable rows
@@ -66,13 +79,13 @@ def chexpert_labels(row: dict) -> dict[str, int]:
   """Labels from CheXpert-style columns ("No Finding", ..., values 1.0 / 0.0 / -1.0 / blank), as
   in CheXpert's CSVs and MIMIC-CXR's chexpert.csv. Blank and NaN are not stated; anything else
   raises ValueError naming the column. Both sets predate 2019: no COVID-19, and a pneumonia is
-  another pneumonia."""
+  another pneumonia. Raises CellError."""
   labels = {}
   for name in entities.CHEXPERT:
     column = name.replace("_", " ").title()
     value = row.get(column)
     if value is None:
-      raise ValueError(f"missing label column {column!r}")
+      raise CellError(column, f"missing label column {column!r}")
     value = value.strip()
     if value.lower() in ("", "nan"):
       continue
@@ -81,7 +94,7 @@ def chexpert_labels(row: dict) -> dict[str, int]:
     except ValueError:
       code = None
     if code not in (1.0, 0.0, -1.0):
-      raise ValueError(f"bad label value {value!r} in column {column!r}")
+      raise CellError(column, f"bad label value {value!r} in column {column!r}")
     labels[name] = int(code)
   labels["covid19"] = 0
   if "pneumonia" in labels:

@@ -92,7 +92,8 @@ class Lexicon:
   def load(cls, path: str | os.PathLike | None = None) -> Lexicon:
     """CheXpert phrase lists + NegEx `en_clinical` triggers under `path`, plus our own words."""
     root = Path(path) if path else default_lexicon_dir()
-    phrases, negex = root / "chexpert-labeler" / "phrases", root / "negex" / "negspacy_termsets.json"
+    phrases = root / "chexpert-labeler" / "phrases"
+    negex = root / "negex" / "negspacy_termsets.json"
     if not (phrases / "mention").is_dir() or not negex.is_file():
       raise FileNotFoundError(f"lexicon not found under {root}: need chexpert-labeler/phrases/ "
                               f"and negex/negspacy_termsets.json (set MEDJAX_LEXICON)")

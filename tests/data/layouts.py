@@ -140,7 +140,8 @@ def ncbi_doc(pmid: str, title: str, abstract: str) -> str:
           f"{pmid}\t0\t{len(title.split()[0])}\t{title.split()[0]}\tDiseaseClass\tD000001")
 
 
-def iu_report(uid: str | None, findings="", impression="", indication="", mesh=("normal",)) -> bytes:
+def iu_report(uid: str | None, findings="", impression="", indication="",
+              mesh=("normal",)) -> bytes:
   sections = "".join(f'<AbstractText Label="{k}">{v}</AbstractText>' for k, v in
                      (("INDICATION", indication), ("FINDINGS", findings),
                       ("IMPRESSION", impression)))

@@ -21,7 +21,8 @@ def _records(data_dir, splits=("train", "validation", "test")) -> dict[str, tupl
   out = {}
   for split in splits:
     source = tfds.data_source("mimic_cxr", split=split, data_dir=str(data_dir), download=False)
-    out.update({r["study_id"].decode(): (split, r) for r in source.__getitems__(range(len(source)))})
+    out.update({r["study_id"].decode(): (split, r)
+                for r in source.__getitems__(range(len(source)))})
   return out
 
 
