@@ -13,6 +13,11 @@ from medjax.objectives import _common
 NEEDS = ("image_emb", "text_emb", "logit_scale", "logit_bias")
 
 
+def _similarity(outputs):
+  return jnp.einsum("id,td->it", outputs["image_emb"], outputs["text_emb"],
+                    preferred_element_type=jnp.float32)
+
+
 def _scale(outputs, cfg):
   """1 / tau for a fixed ``cfg.tau`` > 0, else the learned exp(logit_scale)."""
   return 1.0 / cfg.tau if cfg.tau > 0 else jnp.exp(outputs["logit_scale"])
@@ -28,8 +33,8 @@ def clip_loss(outputs, cfg, pairs):
 
 
 def siglip_loss(outputs, cfg, pairs):
-  """Pairwise sigmoid loss (Zhai et al. 2023): each (image, text) pair is a binary problem;
-  the sum over all pairs of pairs is divided by the number of pairs, as in the paper."""
+  """Pairwise sigmoid loss (Zhai et al. 2023): each (image, text) combination of the real
+  pairs is a binary problem; the sum is divided by the number of pairs, as in the paper."""
   logits = _scale(outputs, cfg) * _similarity(outputs) + outputs["logit_bias"]
   signs = 2.0 * jnp.eye(logits.shape[0]) - 1.0
   both = pairs[:, None] & pairs[None, :]
@@ -39,11 +44,6 @@ def siglip_loss(outputs, cfg, pairs):
   return (total / jnp.maximum(jnp.sum(pairs), 1),
           _common.weighted_mean(jnp.argmax(masked, axis=1) == labels, pairs),
           _common.weighted_mean(jnp.argmax(masked, axis=0) == labels, pairs))
-
-
-def _similarity(outputs):
-  return jnp.einsum("id,td->it", outputs["image_emb"], outputs["text_emb"],
-                    preferred_element_type=jnp.float32)
 
 
 KINDS = {"clip": clip_loss, "siglip": siglip_loss}
