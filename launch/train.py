@@ -43,12 +43,14 @@ def train(config, workdir: str, devices=None) -> list[dict]:
   logging.info("Mesh %s on %d process(es).", dict(mesh.shape), jax.process_count())
 
   # ------------------------------------------------------------------------ Input pipeline --
-  tokenizer = pipeline.load_tokenizer(config.data)
+  data_cfg = config.data.copy_and_resolve_references()
+  data_cfg.patch_size = config.model.image.patch_size  # the pipeline draws per-patch MAE noise
+  tokenizer = pipeline.load_tokenizer(data_cfg)
   if tokenizer.vocab_size > config.model.text.vocab_size:
     raise ValueError(f"The tokenizer has {tokenizer.vocab_size} pieces, more than "
                      f"model.text.vocab_size={config.model.text.vocab_size}; raise it or "
                      "retrain the tokenizer.")
-  data_iter = pipeline.make_iterator(config.data, batch_size=config.batch_size, seed=config.seed)
+  data_iter = pipeline.make_iterator(data_cfg, batch_size=config.batch_size, seed=config.seed)
   batch_sharding = sharding.batch_sharding(mesh)
 
   def global_batch(local):  # this process's rows -> one array spanning all processes
@@ -65,7 +67,7 @@ def train(config, workdir: str, devices=None) -> list[dict]:
   # Order: this workdir's newest checkpoint, else params from config.init_from, else init.
   ckpt = checkpoint.manager(workdir, config)
   meta = dict(config=config.to_dict(), tokenizer_sha256=tokenizer.sha256,
-              data_sha256=_data_sha256(config.data))
+              data_sha256=_data_sha256(data_cfg))
   state, start = checkpoint.restore_latest(ckpt, ts.abstract_state, data_iter, meta)
   if state is not None:
     logging.info("Resumed from step %d.", start)

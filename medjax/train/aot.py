@@ -9,17 +9,31 @@ import jax
 import jax.numpy as jnp
 
 from medjax import sharding
+from medjax.data import entities
 from medjax.train import state as state_lib
 from medjax.train import step as step_lib
 
 
 def abstract_batch(config, batch_sharding=None) -> dict:
-  """The global batch the input pipeline yields for `config`, as ShapeDtypeStructs."""
-  b, s, t = config.batch_size, config.data.image_size, config.data.text_len
-  spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
-  return dict(image=spec((b, s, s, config.data.channels), jnp.float32),
-              text_ids=spec((b, t), jnp.int32), text_mask=spec((b, t), jnp.bool_),
-              patient=spec((b,), jnp.int32))
+  """The global batch the input pipeline yields for `config` (docs/contracts.md), as
+  ShapeDtypeStructs. tests/train/test_aot.py checks it against the real pipeline."""
+  b, s, c = config.batch_size, config.data.image_size, config.data.channels
+  t, ts = config.data.text_len, config.data.sentence_len
+  patches, e = (s // config.model.image.patch_size) ** 2, len(entities.ENTITIES)
+  f32, i32, bool_ = jnp.float32, jnp.int32, jnp.bool_
+  shapes = {
+      "image": ((s, s, c), f32), "image2": ((s, s, c), f32), "patient": ((), i32),
+      "has_image": ((), bool_), "has_text": ((), bool_), "has_sentence": ((), bool_),
+      "has_findings_impression": ((), bool_), "mlm_weights": ((t,), f32),
+      "sr_target_ids": ((ts,), i32), "sr_target_mask": ((ts,), bool_),
+      "image_entities": ((e,), f32), "text_entities": ((e,), f32), "mae_noise": ((patches,), f32),
+      **{k: ((t,), i32) for k in ("text_ids", "mlm_ids", "mlm_targets", "sr_context_ids",
+                                  "findings_ids", "impression_ids")},
+      **{k: ((t,), bool_) for k in ("text_mask", "sr_context_mask", "findings_mask",
+                                    "impression_mask")},
+  }
+  return {k: jax.ShapeDtypeStruct((b, *shape), dtype, sharding=batch_sharding)
+          for k, (shape, dtype) in shapes.items()}
 
 
 def compile_train_step(config, mesh):

@@ -16,11 +16,10 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-ITEMS = ("state", "data", "meta")
 # Config keys that must be equal to continue a run in the same workdir: they change what the
 # saved numbers mean. Everything else (steps, logging, mesh, data paths, workers) may change.
 MUST_MATCH = ("seed", "batch_size", "model", "objectives", "stages", "data.name", "data.sources",
-              "data.image_size", "data.text_len", "data.text_field")
+              "data.image_size", "data.text_len")
 
 
 def manager(workdir: str, config) -> ocp.CheckpointManager:
@@ -35,7 +34,13 @@ def manager(workdir: str, config) -> ocp.CheckpointManager:
     raise OSError(e.errno, f"Checkpoint directory {path} is not writable: {e.strerror}") from e
   options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,
                                          enable_async_checkpointing=True)
-  return ocp.CheckpointManager(path, options=options, item_names=ITEMS)
+  return ocp.CheckpointManager(path, options=options, item_handlers=_handlers())
+
+
+def _handlers() -> dict:
+  # Named up front so metadata can be read before anything was saved or restored.
+  return dict(state=ocp.StandardCheckpointHandler(), data=grain.checkpoint.CheckpointHandler(),
+              meta=ocp.JsonCheckpointHandler())
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state, data_iter, meta: dict) -> None:
@@ -99,7 +104,7 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state, data_iter, meta: 
   where = f"{mgr.directory}/{step}"
   saved_meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
   check_compatible(saved_meta, meta, where)
-  _check_shapes(mgr.item_metadata(step)["state"], abstract_state, where)
+  _check_shapes(mgr.item_metadata(step)["state"]["params"], abstract_state["params"], where)
   restored = mgr.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state),
       data=grain.checkpoint.CheckpointRestore(data_iter)))
@@ -112,7 +117,7 @@ def load_params(path: str, abstract_params):
   path = os.path.abspath(path)
   ckpt_dir = os.path.join(path, "checkpoints")
   if os.path.isdir(ckpt_dir):
-    with ocp.CheckpointManager(ckpt_dir, item_names=ITEMS) as mgr:
+    with ocp.CheckpointManager(ckpt_dir, item_handlers=_handlers()) as mgr:
       if mgr.latest_step() is None:
         raise FileNotFoundError(f"init_from={path}: no complete checkpoint in {ckpt_dir}")
       path = os.path.join(ckpt_dir, str(mgr.latest_step()))

@@ -11,6 +11,7 @@ from medjax.train import aot
 def test_abstract_batch_matches_the_real_pipeline(covid_data_dir):
   config = medmllm_tiny.get_config()
   config.data.dir = str(covid_data_dir)
+  config.data.patch_size = config.model.image.patch_size
   real = next(pipeline.make_iterator(config.data, batch_size=config.batch_size, seed=0))
   spec = aot.abstract_batch(config)
   assert set(real) == set(spec)
