@@ -23,7 +23,8 @@ from tensorflow_datasets.core import writer as tfds_writer
 from tensorflow_datasets.proto import tf_example_pb2
 
 from data_prep import images as imaging
-from data_prep import schema
+from data_prep import schema, splits
+from medjax.data import entities
 
 log = logging.getLogger(__name__)
 
@@ -41,49 +42,6 @@ class Study:
   labels: dict = dataclasses.field(default_factory=dict)  # entities.LABELS name -> code
   outcomes: dict = dataclasses.field(default_factory=dict)
   split: str | None = None  # the source's own split; None: hashed by patient
-
-
-def split_of(patient_id: str, seed: int, val_fraction: float) -> str:
-  """Stable across runs and machines (unlike Python's salted `hash`)."""
-  digest = hashlib.sha256(f"{seed}:{patient_id}".encode()).digest()
-  return "validation" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
-
-
-def check_leakage(by_split: dict[str, list[Study]], hashes: dict[str, tuple]) -> None:
-  """Raises ValueError naming the patients and studies found in more than one split: the same
-  patient id, or an identical image (pixel hash) under any ids."""
-  patient_splits, image_studies = collections.defaultdict(set), collections.defaultdict(set)
-  for split, studies in by_split.items():
-    for st in studies:
-      patient_splits[st.patient_id].add(split)
-      for h in hashes.get(st.study_id, ()):
-        image_studies[h].add((split, st.study_id))
-  patients = sorted(p for p, s in patient_splits.items() if len(s) > 1)
-  images = sorted(sorted(sid for _, sid in v) for v in image_studies.values()
-                  if len({split for split, _ in v}) > 1)
-  if patients or images:
-    raise ValueError(f"split leakage: patients {patients} in several splits; identical images "
-                     f"in studies {images} across splits")
-
-
-def _merge_patients(studies: list[Study], hashes: dict[str, tuple]) -> dict[str, str]:
-  """Patient -> split group: patients who share an identical image are merged (upstream posted
-  some X-rays twice under different ids), so a duplicate never straddles the splits. The
-  smallest id names the group, whatever the row order."""
-  parent: dict[str, str] = {}
-
-  def root(p):
-    while parent.setdefault(p, p) != p:
-      p = parent[p]
-    return p
-
-  first: dict[str, str] = {}
-  for st in studies:
-    root(st.patient_id)
-    for h in hashes[st.study_id]:
-      a, b = sorted((root(st.patient_id), root(first.setdefault(h, st.patient_id))))
-      parent[b] = a
-  return {p: root(p) for p in parent}
 
 
 class _DeterministicWriter(tfds_writer.ExampleWriter):
@@ -106,11 +64,12 @@ class StudyBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   code_path = Path(__file__)
 
   def __init__(self, *, src=None, seed: int = 0, val_fraction: float = 0.15, max_side: int = 512,
-               lexicon_dir: str | None = None, **kwargs):
+               lexicon_dir: str | None = None, num_workers: int = 0, **kwargs):
     # src is None when TFDS only reads a prepared dataset (tfds.builder(name, data_dir=...)).
     self.src = Path(src).resolve() if src else None
     self.seed, self.val_fraction = seed, val_fraction
     self.max_side, self.lexicon_dir = max_side, lexicon_dir
+    self.num_workers = num_workers  # processes decoding images; the output does not depend on it
     self.report: dict = {}  # filled while generating; `prepare` puts it in the manifest
     super().__init__(**{"file_format": "array_record", **kwargs})
 
@@ -141,21 +100,25 @@ class StudyBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       for st in studies:
         by_split[st.split].append(st)
     else:
-      group = _merge_patients(studies, hashes)
+      group = splits.merge_patients(studies, hashes)
       for st in studies:
-        by_split[split_of(group[st.patient_id], self.seed, self.val_fraction)].append(st)
+        split = splits.split_of(group[st.patient_id], self.seed, self.val_fraction)
+        by_split[split].append(st)
       members = collections.defaultdict(list)
       for p, g in sorted(group.items()):
         members[g].append(p)
       self.report["merged_patients"] = [m for m in members.values() if len(m) > 1]
-    check_leakage(by_split, hashes)
+    splits.check_leakage(by_split, hashes)
     return {s: self._generate_examples(v) for s, v in by_split.items() if v}
 
   def _check(self, studies: list[Study], skipped: list) -> tuple[list[Study], dict]:
     """Decodes every image once (pixel hashes for de-duplication and the leakage check); drops
     unreadable views, then studies with no image left, no text, no patient or a repeated id."""
     kept, hashes, first = [], {}, {}
+    jobs = [(p, self.max_side) for st in studies for p in st.images]
+    probed = imaging.ordered_map(imaging.probe, jobs, self.num_workers)
     for st in studies:
+      results = [next(probed) for _ in st.images]  # consumed for every study, in job order
       reason = None
       if not st.patient_id.strip():
         reason = "missing patient id"
@@ -165,12 +128,12 @@ class StudyBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         skipped.append({**st.where, "id": st.study_id, "reason": reason})
         continue
       good, bad = [], []
-      for path, view in zip(st.images, st.views):
-        try:
-          good.append((path, view, imaging.pixel_sha256(imaging.load_gray(path, self.max_side))))
-        except imaging.ImageError as e:
+      for path, view, (sha, error) in zip(st.images, st.views, results):
+        if sha:
+          good.append((path, view, sha))
+        else:
           bad.append({**st.where, "file": self._relative(path), "id": st.study_id,
-                      "reason": str(e)})
+                      "reason": error})
       if st.images and not good:  # an imaging study without a readable image: skip it whole
         skipped.extend(bad if len(bad) == 1 else
                        [{**b, "reason": f"no readable image in study: {b['reason']}"} for b in bad])
@@ -193,8 +156,9 @@ class StudyBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return _DeterministicWriter(file_format=self.info.file_format)
 
   def _generate_examples(self, studies):
-    for st in studies:
-      pngs = [imaging.encode_png(imaging.load_gray(p, self.max_side)) for p in st.images]
+    encoded = imaging.ordered_map(imaging.encode_all, [(st.images, self.max_side)
+                                                       for st in studies], self.num_workers)
+    for st, pngs in zip(studies, encoded):
       yield st.study_id, schema.record(
           source=self.name, patient_id=st.patient_id, study_id=st.study_id, images=pngs,
           views=st.views, findings=st.findings, impression=st.impression, notes=st.notes,
@@ -216,21 +180,22 @@ def prepare(builder_cls, src, out_dir, **kwargs) -> dict:
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS))
   version_dir = Path(builder.data_dir)
-  splits = {}
+  counts = {}
   for s in builder.SPLITS:
     shards = sorted(version_dir.glob(f"{builder.name}-{s}.array_record-*"))
-    splits[s] = {"num_examples": builder.info.splits[s].num_examples if shards else 0,
+    counts[s] = {"num_examples": builder.info.splits[s].num_examples if shards else 0,
                  "shards": {p.name: sha256_file(p) for p in shards}}
   report = builder.report
   reasons = collections.Counter(item["reason"].split(":")[0] for item in report["skipped"])
   manifest = {"name": builder.name, "version": str(builder.version),
               "schema_version": schema.SCHEMA_VERSION, "source_path": str(builder.src),
-              "max_side": builder.max_side, "split": builder.split_rule(), "splits": splits,
-              "records": sum(v["num_examples"] for v in splits.values()),
+              "max_side": builder.max_side, "split": builder.split_rule(), "splits": counts,
+              "lexicon_sha256": entities.extractor(builder.lexicon_dir).lexicon.sha256(),
+              "records": sum(v["num_examples"] for v in counts.values()),
               "skipped_by_reason": dict(sorted(reasons.items())), **report}
   (version_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
   log.info("%s: %s records, %d skipped", version_dir,
-           {s: v["num_examples"] for s, v in splits.items()}, len(report["skipped"]))
+           {s: v["num_examples"] for s, v in counts.items()}, len(report["skipped"]))
   return manifest
 
 
@@ -242,10 +207,12 @@ def main(builder_cls, doc: str, argv=None, src_help: str = "source dir") -> dict
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--val_fraction", type=float, default=0.15)
   parser.add_argument("--max_side", type=int, default=512, help="longest image side; 0 keeps all")
+  parser.add_argument("--num_workers", type=int, default=0, help="image decoding processes")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO)
   manifest = prepare(builder_cls, args.src, args.out, seed=args.seed,
-                     val_fraction=args.val_fraction, max_side=args.max_side)
+                     val_fraction=args.val_fraction, max_side=args.max_side,
+                     num_workers=args.num_workers)
   for item in manifest["skipped"]:
     where = ", ".join(f"{k} {v}" for k, v in item.items() if k != "reason")
     print(f"skipped ({where}): {item['reason']}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import re
@@ -88,6 +89,11 @@ class Lexicon:
   unmentions: dict[str, tuple[str, ...]]
   triggers: dict[str, tuple[str, ...]]
 
+  def sha256(self) -> str:
+    """Fingerprint of the phrase lists: manifests record which lexicon made the entities."""
+    text = json.dumps([self.mentions, self.unmentions, self.triggers], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
   @classmethod
   def load(cls, path: str | os.PathLike | None = None) -> Lexicon:
     """CheXpert phrase lists + NegEx `en_clinical` triggers under `path`, plus our own words."""
@@ -139,6 +145,7 @@ class Extractor:
     missing = [e for e in ENTITIES if not lexicon.mentions.get(e)]
     if missing:
       raise ValueError(f"lexicon has no phrases for entities {missing}")
+    self.lexicon = lexicon
     self._mentions = {e: _pattern(p, False) for e, p in lexicon.mentions.items()}
     self._unmentions = {e: _pattern(p, False) for e, p in lexicon.unmentions.items()}
     self._triggers = {k: _pattern(p, True) for k, p in lexicon.triggers.items()}

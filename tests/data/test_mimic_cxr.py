@@ -92,3 +92,9 @@ def test_cli_with_plain_tables(tmp_path):
   assert "report dropped: missing report file" in done.stdout
   r = _records(tmp_path / "out", ("train",))["50414267"][1]
   assert Image.open(io.BytesIO(r["images"][0])).size == (26, 32)  # longest side cut to 32
+
+
+def test_worker_processes_write_identical_shards(prepared, tmp_path):
+  # plain tables here, gzipped ones in `prepared`: the same records either way
+  manifest = mimic_cxr.prepare(layouts.mimic(tmp_path / "src"), tmp_path / "out", num_workers=2)
+  assert manifest["splits"] == prepared[0]["splits"]

@@ -1,9 +1,9 @@
-"""Record schema v2 (data_prep/schema.py), the patient split and the leakage check (builder.py)."""
+"""Record schema v2 (data_prep/schema.py), the patient split and the leakage check (splits.py)."""
 import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import builder, images, schema
+from data_prep import builder, images, schema, splits
 from medjax.data import entities
 
 PNG = images.encode_png(Image.new("L", (40, 40)))
@@ -54,7 +54,7 @@ def test_split_is_stable_and_follows_the_seed():
   patients = [str(i) for i in range(400)]
 
   def val(seed):
-    return {p for p in patients if builder.split_of(p, seed, 0.15) == "validation"}
+    return {p for p in patients if splits.split_of(p, seed, 0.15) == "validation"}
 
   assert val(0) == val(0) and val(0) != val(1)
   assert 30 < len(val(0)) < 90
@@ -67,17 +67,17 @@ def _study(sid, patient):
 def test_leakage_raises_with_ids():
   by_split = {"train": [_study("a", "p1")], "validation": [_study("b", "p1")]}
   with pytest.raises(ValueError, match=r"patients \['p1'\]"):
-    builder.check_leakage(by_split, {"a": ("h1",), "b": ("h2",)})
+    splits.check_leakage(by_split, {"a": ("h1",), "b": ("h2",)})
   by_split = {"train": [_study("a", "p1")], "test": [_study("b", "p2")]}
   with pytest.raises(ValueError, match=r"studies \[\['a', 'b'\]\]"):
-    builder.check_leakage(by_split, {"a": ("same",), "b": ("other", "same")})
-  builder.check_leakage({"train": [_study("a", "p1"), _study("b", "p1")]}, {"a": ("x",),
+    splits.check_leakage(by_split, {"a": ("same",), "b": ("other", "same")})
+  splits.check_leakage({"train": [_study("a", "p1"), _study("b", "p1")]}, {"a": ("x",),
                                                                            "b": ("x",)})
 
 
 def test_patients_sharing_an_image_are_one_group_whatever_the_order():
   studies = [_study("a", "p3"), _study("b", "p1"), _study("c", "p2"), _study("d", "p4")]
   hashes = {"a": ("x",), "b": ("y",), "c": ("x", "y"), "d": ("z",)}
-  groups = builder._merge_patients(studies, hashes)
+  groups = splits.merge_patients(studies, hashes)
   assert groups == {"p1": "p1", "p2": "p1", "p3": "p1", "p4": "p4"}
-  assert builder._merge_patients(studies[::-1], hashes) == groups
+  assert splits.merge_patients(studies[::-1], hashes) == groups
