@@ -55,8 +55,8 @@ _PATHOLOGIES = tuple(k for k in entities.CHEXPERT if k not in ("no_finding", "su
 
 
 def labels_from_mesh(terms: list[str]) -> dict[str, int]:
-  """"normal" states no finding and no pathology; any other finding rules "no finding" out.
-  The reports are from 2013: no COVID-19; a pneumonia there is another pneumonia."""
+  """The term 'normal' states no finding and no pathology; any other finding rules 'no finding'
+  out. The reports are from 2013: no COVID-19, and a pneumonia there is another pneumonia."""
   terms = [t.strip().lower() for t in terms]
   labels = {"covid19": 0}
   if "normal" in terms:
