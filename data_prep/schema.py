@@ -15,7 +15,7 @@ TEXT_FIELDS = ("findings", "impression", "notes")
 ID_FIELDS = ("patient_id", "study_id", "source")
 OUTCOMES = ("survival", "intubated", "went_icu", "needed_supplemental_O2")
 VIEWS = ("PA", "AP", "LATERAL", "")
-POSITIVE, NEGATIVE, UNCERTAIN, NOT_STATED = 1, 0, -1, -2  # label codes
+NOT_STATED = -2  # label code; the others: 1 positive, 0 negative, -1 uncertain
 FIELDS = ("images", "views", *TEXT_FIELDS, *ID_FIELDS, "labels", "entities", *OUTCOMES)
 _PNG = b"\x89PNG\r\n\x1a\n"
 
