@@ -4,7 +4,7 @@ equal those on one device for the same global batch.
 This is what makes the contrastive losses global-batch losses: with the batch split 8 ways, only
 XLA's gathers can give each row the negatives and positives held by other devices. One tiny model
 (with fusion, so the M3AE path is covered too) and one jitted function returning all per-objective
-losses and their Jacobian keep this to two compiles.
+losses and their Jacobian keep this to two compiles (XLA optimisations off: conftest.py).
 """
 import jax
 import jax.numpy as jnp
@@ -19,16 +19,6 @@ from medjax.models.medmllm import MedMLLM
 
 B, S, T, TS, E, VOCAB = 16, 32, 8, 6, 5, 64
 N = (S // 8) ** 2
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _quick_compiles():
-  # Both sides compile the same way, so XLA's optimisation passes (most of the compile time of
-  # these tiny graphs) can be skipped without weakening the comparison.
-  before = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
 
 
 def _model_config():
