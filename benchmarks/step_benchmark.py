@@ -15,7 +15,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -28,25 +27,11 @@ config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_
 flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
 
 
-def synthetic_batch(config, batch_sharding):
-  rng = np.random.default_rng(0)
-  out = {}
-  for name, spec in aot.abstract_batch(config).items():
-    if spec.dtype == np.bool_:
-      x = np.ones(spec.shape, bool)
-    elif np.issubdtype(spec.dtype, np.integer):
-      x = rng.integers(4, config.model.text.vocab_size, spec.shape).astype(spec.dtype)
-    else:
-      x = rng.standard_normal(spec.shape).astype(spec.dtype)
-    out[name] = jax.device_put(x, batch_sharding)
-  return out
-
-
 def run(config, steps: int) -> dict:
   mesh = sharding.make_mesh(config.mesh)
   compiled, ts, compile_seconds = aot.compile_train_step(config, mesh)
   state = state_lib.init(config, ts)
-  batch = synthetic_batch(config, sharding.batch_sharding(mesh))
+  batch = aot.synthetic_batch(config, sharding.batch_sharding(mesh))
   times = []
   for i in range(steps + 2):
     t0 = time.perf_counter()

@@ -7,6 +7,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from medjax import sharding
 from medjax.data import entities
@@ -34,6 +35,21 @@ def abstract_batch(config, batch_sharding=None) -> dict:
   }
   return {k: jax.ShapeDtypeStruct((b, *shape), dtype, sharding=batch_sharding)
           for k, (shape, dtype) in shapes.items()}
+
+
+def synthetic_batch(config, batch_sharding) -> dict:
+  """Random arrays of `abstract_batch`'s shapes, placed on the mesh (for benchmarks)."""
+  rng = np.random.default_rng(0)
+  out = {}
+  for name, spec in abstract_batch(config).items():
+    if spec.dtype == np.bool_:
+      x = np.ones(spec.shape, bool)
+    elif np.issubdtype(spec.dtype, np.integer):
+      x = rng.integers(4, config.model.text.vocab_size, spec.shape).astype(spec.dtype)
+    else:
+      x = rng.standard_normal(spec.shape).astype(spec.dtype)
+    out[name] = jax.device_put(x, batch_sharding)
+  return out
 
 
 def compile_train_step(config, mesh):
