@@ -95,6 +95,11 @@ def get_config(arg=None):
   # Teacher-forced report generation from image tokens (image-text pairs only).
   c.objectives.captioning = dict(weight=0.0)
 
+  # Staged schedule (medjax/train/stages.py): a tuple of
+  # dict(name=..., steps=N, weights=dict(<objective>=<weight>, ...)); objectives a stage does not
+  # name are off in it; the steps must add up to total_steps. Empty: one stage, weights above.
+  c.stages = ()
+
   # ---- Optimizer (medjax/train/optimizer.py) ------------------------------------------------
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 5e-4  # peak learning rate after warmup

@@ -25,6 +25,7 @@ from medjax.data import pipeline  # noqa: E402
 from medjax.train import checkpoint  # noqa: E402
 from medjax.train import metrics as metrics_lib  # noqa: E402
 from medjax.train import optimizer  # noqa: E402
+from medjax.train import stages  # noqa: E402
 from medjax.train import state as state_lib  # noqa: E402
 from medjax.train import step as step_lib  # noqa: E402
 
@@ -78,18 +79,26 @@ def train(config, workdir: str, devices=None) -> list[dict]:
       logging.info("Params from %s; optimizer and data start afresh.", config.init_from)
 
   # ------------------------------------------------------------------------- Update step --
-  train_step = jax.jit(step_lib.make_train_step(ts.graphdef, ts.tx, config),
-                       in_shardings=(ts.shardings, batch_sharding),
-                       out_shardings=(ts.shardings, None), donate_argnums=0)
+  # One compiled step per stage (medjax/train/stages.py): the active objectives differ.
+  schedule = stages.plan(config)
+
+  def compile_stage(stage, state, batch):
+    step_fn = jax.jit(step_lib.make_train_step(ts.graphdef, ts.tx, stage.objectives),
+                      in_shardings=(ts.shardings, batch_sharding),
+                      out_shardings=(ts.shardings, None), donate_argnums=0)
+    t0 = time.perf_counter()
+    with jax.set_mesh(mesh):  # activation sharding constraints resolve against this mesh
+      compiled = step_fn.lower(state, batch).compile()
+      seconds = time.perf_counter() - t0
+      shares = stages.flops_shares(ts.graphdef, stage, state["params"], batch)
+    flops = metrics_lib.compiled_flops(compiled)
+    logging.info("Stage %s (steps %d-%d): compiled in %.1f s; %.3g FLOPs per device per step; "
+                 "objectives %s.", stage.name, stage.first, stage.last, seconds, flops,
+                 {k: f"{v:.0%}" for k, v in shares.items()})
+    return compiled, flops, dict(shares, compile_seconds=seconds)
+
   local = next(data_iter)
   batch = global_batch(local)
-  t0 = time.perf_counter()
-  with jax.set_mesh(mesh):  # activation sharding constraints resolve against this mesh
-    compiled = train_step.lower(state, batch).compile()
-  compile_seconds = time.perf_counter() - t0
-  flops = metrics_lib.compiled_flops(compiled)
-  logging.info("Compiled the step in %.1f s; %.3g FLOPs per device per step.", compile_seconds,
-               flops)
 
   # -------------------------------------------------------------------------- Train loop --
   writer = metrics_lib.MetricWriter(workdir)
@@ -98,6 +107,7 @@ def train(config, workdir: str, devices=None) -> list[dict]:
       if config.record_batch_digests else None
   lr = optimizer.schedule(config.optim, config.total_steps)
   history, window_start, window_steps = [], time.perf_counter(), 0
+  stage, compiled, flops, stage_scalars = None, None, 0.0, {}
   bar = tqdm.tqdm(total=config.total_steps, initial=start, desc="train", unit="step",
                   disable=None if jax.process_index() == 0 else True)
   try:
@@ -107,6 +117,10 @@ def train(config, workdir: str, devices=None) -> list[dict]:
         batch = global_batch(local)
       if digests:
         digests.write(json.dumps({"step": step, "sha256": _digest(local)}) + "\n")
+      if stage is None or step > stage.last:
+        stage = stages.at(schedule, step)
+        compiled, flops, stage_scalars = compile_stage(stage, state, batch)
+        window_start, window_steps = time.perf_counter(), 0  # compiling is not a step
       state, step_metrics = compiled(state, batch)
       window_steps += 1
       bar.update(1)
@@ -117,8 +131,8 @@ def train(config, workdir: str, devices=None) -> list[dict]:
         scalars = dict(step_metrics, lr=lr(step - 1), step_seconds=step_seconds,
                        examples_per_second=config.batch_size / step_seconds,
                        mfu=metrics_lib.mfu(flops, step_seconds, config.peak_flops_per_device))
-        if not history:
-          scalars["compile_seconds"] = compile_seconds
+        scalars.update(stage_scalars)  # once per stage: compile time, objectives' FLOPs shares
+        stage_scalars = {}
         writer.write(step, scalars)
         history.append(dict(scalars, step=step))
         bar.set_postfix(loss=f"{scalars['loss']:.4f}", mfu=f"{scalars['mfu']:.1%}")

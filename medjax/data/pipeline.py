@@ -19,6 +19,7 @@ from pathlib import Path
 from absl import flags
 import grain
 import jax
+import numpy as np
 import tensorflow_datasets as tfds
 
 from medjax.data import entities, mixture, sampler
@@ -104,3 +105,21 @@ def _check_config(data_cfg) -> None:
     raise ValueError("data.text_len and data.sentence_len must leave room for BOS and EOS")
   if not 0 < float(data_cfg.mlm_rate) < 1:
     raise ValueError(f"data.mlm_rate must be in (0, 1), got {data_cfg.mlm_rate}")
+
+
+def row_specs(data_cfg, patch_size: int) -> dict:
+  """key -> (shape of one row, dtype) of every batch key (docs/contracts.md, "Batch")."""
+  s, c, t, ts = data_cfg.image_size, data_cfg.channels, data_cfg.text_len, data_cfg.sentence_len
+  patches, e = (s // patch_size) ** 2, len(entities.ENTITIES)
+  f32, i32, bool_ = np.float32, np.int32, np.bool_
+  return {
+      "image": ((s, s, c), f32), "image2": ((s, s, c), f32), "patient": ((), i32),
+      "has_image": ((), bool_), "has_text": ((), bool_), "has_sentence": ((), bool_),
+      "has_findings_impression": ((), bool_), "mlm_weights": ((t,), f32),
+      "sr_target_ids": ((ts,), i32), "sr_target_mask": ((ts,), bool_),
+      "image_entities": ((e,), f32), "text_entities": ((e,), f32), "mae_noise": ((patches,), f32),
+      **{k: ((t,), i32) for k in ("text_ids", "mlm_ids", "mlm_targets", "sr_context_ids",
+                                  "findings_ids", "impression_ids")},
+      **{k: ((t,), bool_) for k in ("text_mask", "sr_context_mask", "findings_mask",
+                                    "impression_mask")},
+  }

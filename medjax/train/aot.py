@@ -6,35 +6,19 @@ them: everything is abstract (ShapeDtypeStruct) up to XLA's compiled program.
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from medjax import sharding
-from medjax.data import entities
+from medjax.data import pipeline
 from medjax.train import state as state_lib
 from medjax.train import step as step_lib
 
 
 def abstract_batch(config, batch_sharding=None) -> dict:
-  """The global batch the input pipeline yields for `config` (docs/contracts.md), as
-  ShapeDtypeStructs. tests/train/test_aot.py checks it against the real pipeline."""
-  b, s, c = config.batch_size, config.data.image_size, config.data.channels
-  t, ts = config.data.text_len, config.data.sentence_len
-  patches, e = (s // config.model.image.patch_size) ** 2, len(entities.ENTITIES)
-  f32, i32, bool_ = jnp.float32, jnp.int32, jnp.bool_
-  shapes = {
-      "image": ((s, s, c), f32), "image2": ((s, s, c), f32), "patient": ((), i32),
-      "has_image": ((), bool_), "has_text": ((), bool_), "has_sentence": ((), bool_),
-      "has_findings_impression": ((), bool_), "mlm_weights": ((t,), f32),
-      "sr_target_ids": ((ts,), i32), "sr_target_mask": ((ts,), bool_),
-      "image_entities": ((e,), f32), "text_entities": ((e,), f32), "mae_noise": ((patches,), f32),
-      **{k: ((t,), i32) for k in ("text_ids", "mlm_ids", "mlm_targets", "sr_context_ids",
-                                  "findings_ids", "impression_ids")},
-      **{k: ((t,), bool_) for k in ("text_mask", "sr_context_mask", "findings_mask",
-                                    "impression_mask")},
-  }
-  return {k: jax.ShapeDtypeStruct((b, *shape), dtype, sharding=batch_sharding)
-          for k, (shape, dtype) in shapes.items()}
+  """The global batch the input pipeline yields for `config`, as ShapeDtypeStructs."""
+  specs = pipeline.row_specs(config.data, config.model.image.patch_size)
+  return {k: jax.ShapeDtypeStruct((config.batch_size, *shape), dtype, sharding=batch_sharding)
+          for k, (shape, dtype) in specs.items()}
 
 
 def synthetic_batch(config, batch_sharding) -> dict:
@@ -56,7 +40,7 @@ def compile_train_step(config, mesh):
   """(compiled step, TrainSetup, seconds to lower + compile) for `config` on `mesh`."""
   ts = state_lib.setup(config, mesh)
   batch_sharding = sharding.batch_sharding(mesh)
-  step = jax.jit(step_lib.make_train_step(ts.graphdef, ts.tx, config),
+  step = jax.jit(step_lib.make_train_step(ts.graphdef, ts.tx, config.objectives),
                  in_shardings=(ts.shardings, batch_sharding),
                  out_shardings=(ts.shardings, None), donate_argnums=0)
   t0 = time.perf_counter()

@@ -7,12 +7,13 @@ from flax import nnx
 from medjax import objectives
 
 
-def make_train_step(graphdef, tx, config):
-  """Returns step(state, batch) -> (state, metrics). Jit it with the state donated."""
+def make_train_step(graphdef, tx, objectives_cfg):
+  """Returns step(state, batch) -> (state, metrics) training the objectives weighted in
+  `objectives_cfg` (config.objectives, or one stage's version of it). Jit it, state donated."""
   def loss_fn(params, batch):
     model = nnx.merge(graphdef, params)
-    outputs = model(batch, needs=objectives.needs(config.objectives))
-    return objectives.total_loss(outputs, batch, config.objectives)
+    outputs = model(batch, needs=objectives.needs(objectives_cfg))
+    return objectives.total_loss(outputs, batch, objectives_cfg)
 
   def step(state, batch):
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch)

@@ -24,24 +24,13 @@ CONTRACTS = Path(__file__).resolve().parents[2] / "docs" / "contracts.md"
 
 def _contract_keys() -> set[str]:
   """Key names of the batch table in docs/contracts.md: the pipeline must produce exactly these."""
-  batch_section = CONTRACTS.read_text().split("## Batch", 1)[1]
+  batch_section = CONTRACTS.read_text().split("## Batch", 1)[1].split("\n## ", 1)[0]
   rows = [ln.split("|")[1] for ln in batch_section.splitlines() if ln.startswith("| `")]
   return {k for row in rows for k in re.findall(r"`(\w+)`", row)}
 
 
 def _specs(cfg) -> dict:
-  s, c, t = cfg.image_size, cfg.channels, cfg.text_len
-  e, n = len(entities.ENTITIES), (cfg.image_size // cfg.patch_size) ** 2
-  i32, f32, b = np.int32, np.float32, np.bool_
-  return {"image": (f32, (s, s, c)), "image2": (f32, (s, s, c)), "has_image": (b, ()),
-          "has_text": (b, ()), "patient": (i32, ()), "text_ids": (i32, (t,)),
-          "text_mask": (b, (t,)), "mlm_ids": (i32, (t,)), "mlm_targets": (i32, (t,)),
-          "mlm_weights": (f32, (t,)), "sr_context_ids": (i32, (t,)),
-          "sr_context_mask": (b, (t,)), "sr_target_ids": (i32, (cfg.sentence_len,)),
-          "sr_target_mask": (b, (cfg.sentence_len,)), "has_sentence": (b, ()),
-          "findings_ids": (i32, (t,)), "findings_mask": (b, (t,)), "impression_ids": (i32, (t,)),
-          "impression_mask": (b, (t,)), "has_findings_impression": (b, ()),
-          "image_entities": (f32, (e,)), "text_entities": (f32, (e,)), "mae_noise": (f32, (n,))}
+  return {k: (dtype, shape) for k, (shape, dtype) in pipeline.row_specs(cfg, cfg.patch_size).items()}
 
 
 def _run(sources, tokenizer, n: int, cfg=None, **kwargs) -> list[dict]:

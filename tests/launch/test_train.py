@@ -19,19 +19,20 @@ def _config(data_dir, **overrides):
 
 def test_tiny_run_learns_and_writes_metrics(covid_data_dir, tmp_path):
   one_device = jax.devices()[:1]  # 8 fake devices share 2 cores: one is faster here
-  config = _config(covid_data_dir, mesh=dict(data=1, fsdp=1, tensor=1))
+  config = _config(covid_data_dir, mesh=dict(data=1, fsdp=1, tensor=1), log_every=1)
   history = trainer.train(config, str(tmp_path), devices=one_device)
-  losses = [h["loss"] for h in history]
-  assert len(history) == 100 // 10
-  # Starts near chance (ln 16 = 2.77 for a batch of 16) and falls clearly below it.
-  assert abs(losses[0] - np.log(16)) < 0.5
-  assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.2, losses
+  losses = np.array([h["loss"] for h in history])
+  assert len(history) == 100
+  # Starts near chance (ln 16 = 2.77 for 16 pairs; fewer pairs when a row lacks notes) and the
+  # mean of the last 10 steps is clearly below that of the first 10 (step-to-step noise ~0.2).
+  assert 2.0 < losses[0] < 3.5
+  assert losses[-10:].mean() < losses[:10].mean() - 0.3, losses
   for key in ("loss", "grad_norm", "lr", "step_seconds", "examples_per_second", "mfu",
               "image_text/i2t_top1"):
     assert np.isfinite(history[-1][key]), key
   assert history[0]["compile_seconds"] > 0 and 0 < history[-1]["mfu"] < 1
   lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
-  assert [l["step"] for l in lines] == list(range(10, 101, 10))
+  assert [l["step"] for l in lines] == list(range(1, 101))
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
   # The same workdir resumes from its last checkpoint (step 100): nothing left to train.
   assert trainer.train(config, str(tmp_path), devices=one_device) == []

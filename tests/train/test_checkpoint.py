@@ -154,7 +154,7 @@ def test_nonfinite_step_is_skipped_counted_and_never_saved(covid_data_dir, tmp_p
   config = _tiny(covid_data_dir)
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
   ts = state_lib.setup(config, mesh)
-  step = jax.jit(step_lib.make_train_step(ts.graphdef, ts.tx, config))
+  step = jax.jit(step_lib.make_train_step(ts.graphdef, ts.tx, config.objectives))
   data_iter = pipeline.make_iterator(config.data, batch_size=config.batch_size, seed=0)
   batch = next(data_iter)
   poisoned = dict(batch, image=np.where(np.arange(16)[:, None, None, None] == 3, np.nan,
