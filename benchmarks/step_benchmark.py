@@ -20,16 +20,16 @@ from ml_collections import config_flags  # noqa: E402
 
 from benchmarks import peak_flops  # noqa: E402
 from medjax import sharding  # noqa: E402
-from medjax.train import aot, metrics  # noqa: E402
+from medjax import objectives  # noqa: E402
+from medjax.train import aot, metrics, stages  # noqa: E402
 from medjax.train import state as state_lib  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_config=True)
 flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
 
 
-def run(config, steps: int) -> dict:
-  mesh = sharding.make_mesh(config.mesh)
-  compiled, ts, compile_seconds = aot.compile_train_step(config, mesh)
+def _time_stage(config, mesh, stage, steps: int) -> dict:
+  compiled, ts, compile_seconds = aot.compile_train_step(config, mesh, stage.objectives)
   state = state_lib.init(config, ts)
   batch = aot.synthetic_batch(config, sharding.batch_sharding(mesh))
   times = []
@@ -41,15 +41,27 @@ def run(config, steps: int) -> dict:
       times.append(time.perf_counter() - t0)
   step_seconds = statistics.median(times)
   flops = metrics.compiled_flops(compiled)
+  return dict(objectives=sorted(objectives.active(stage.objectives)),
+              compile_seconds=round(compile_seconds, 2), step_seconds_median=step_seconds,
+              step_seconds_min=min(times), step_seconds_max=max(times),
+              examples_per_second=config.batch_size / step_seconds,
+              flops_per_step_per_device=flops, achieved_flops_per_device=flops / step_seconds)
+
+
+def run(config, steps: int) -> dict:
+  """Times each stage's step (one stage unless config.stages); MFU against the peak measured
+  in the same run (f32, or bf16 -> f32 when the model computes in bf16)."""
+  mesh = sharding.make_mesh(config.mesh)
   peaks = peak_flops.measure()
   peak = peaks["bf16_in_f32_acc_flops" if config.model.dtype == "bfloat16" else "f32_flops"]
-  return dict(
-      devices=mesh.size, mesh=dict(mesh.shape), batch_size=config.batch_size,
-      compile_seconds=round(compile_seconds, 2), step_seconds_median=step_seconds,
-      step_seconds_min=min(times), step_seconds_max=max(times),
-      examples_per_second=config.batch_size / step_seconds, flops_per_step_per_device=flops,
-      achieved_flops_per_device=flops / step_seconds, measured_peak=peaks,
-      mfu=metrics.mfu(flops, step_seconds, peak))
+  out = dict(devices=mesh.size, mesh=dict(mesh.shape), batch_size=config.batch_size,
+             measured_peak=peaks, stages={})
+  for stage in stages.plan(config):
+    result = _time_stage(config, mesh, stage, steps)
+    result["mfu"] = metrics.mfu(result["flops_per_step_per_device"],
+                                result["step_seconds_median"], peak)
+    out["stages"][stage.name] = result
+  return out
 
 
 def main(argv):

@@ -106,7 +106,7 @@ def train(config, workdir: str, devices=None) -> list[dict]:
   digests = open(os.path.join(workdir, f"batch_digests.{jax.process_index()}.jsonl"), "a") \
       if config.record_batch_digests else None
   lr = optimizer.schedule(config.optim, config.total_steps)
-  history, window_start, window_steps = [], time.perf_counter(), 0
+  history, window_start, window_steps, window_sum = [], time.perf_counter(), 0, None
   stage, compiled, flops, stage_scalars = None, None, 0.0, {}
   bar = tqdm.tqdm(total=config.total_steps, initial=start, desc="train", unit="step",
                   disable=None if jax.process_index() == 0 else True)
@@ -122,13 +122,16 @@ def train(config, workdir: str, devices=None) -> list[dict]:
         compiled, flops, stage_scalars = compile_stage(stage, state, batch)
         window_start, window_steps = time.perf_counter(), 0  # compiling is not a step
       state, step_metrics = compiled(state, batch)
+      window_sum = step_metrics if window_steps == 0 else _add(window_sum, step_metrics)
       window_steps += 1
       bar.update(1)
 
       if step % config.log_every == 0 or step == config.total_steps:
-        step_metrics = jax.device_get(step_metrics)  # waits for the step: timings are honest
+        means = jax.device_get(window_sum)  # waits for the step: timings are honest
+        means = {k: v / window_steps for k, v in means.items()}  # the window's mean, not one step
+        means["skipped_steps"] = int(jax.device_get(step_metrics["skipped_steps"]))  # a count
         step_seconds = (time.perf_counter() - window_start) / window_steps
-        scalars = dict(step_metrics, lr=lr(step - 1), step_seconds=step_seconds,
+        scalars = dict(means, lr=lr(step - 1), step_seconds=step_seconds,
                        examples_per_second=config.batch_size / step_seconds,
                        mfu=metrics_lib.mfu(flops, step_seconds, config.peak_flops_per_device))
         scalars.update(stage_scalars)  # once per stage: compile time, objectives' FLOPs shares
@@ -160,6 +163,11 @@ def train(config, workdir: str, devices=None) -> list[dict]:
     if digests:
       digests.close()
   return history
+
+
+@jax.jit
+def _add(a, b):  # one dispatch per step to accumulate the log window's metrics on device
+  return jax.tree.map(lambda x, y: x + y, a, b)
 
 
 def _data_sha256(data_cfg) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 
 from medjax import sharding
 from medjax.data import pipeline
+from medjax.train import stages
 from medjax.train import state as state_lib
 from medjax.train import step as step_lib
 
@@ -36,11 +37,13 @@ def synthetic_batch(config, batch_sharding) -> dict:
   return out
 
 
-def compile_train_step(config, mesh):
-  """(compiled step, TrainSetup, seconds to lower + compile) for `config` on `mesh`."""
+def compile_train_step(config, mesh, objectives_cfg=None):
+  """(compiled step, TrainSetup, seconds to lower + compile) for `config` on `mesh`, training
+  `objectives_cfg` (default: config.objectives; a stage passes its own)."""
   ts = state_lib.setup(config, mesh)
   batch_sharding = sharding.batch_sharding(mesh)
-  step = jax.jit(step_lib.make_train_step(ts.graphdef, ts.tx, config.objectives),
+  objectives_cfg = config.objectives if objectives_cfg is None else objectives_cfg
+  step = jax.jit(step_lib.make_train_step(ts.graphdef, ts.tx, objectives_cfg),
                  in_shardings=(ts.shardings, batch_sharding),
                  out_shardings=(ts.shardings, None), donate_argnums=0)
   t0 = time.perf_counter()
@@ -50,19 +53,23 @@ def compile_train_step(config, mesh):
 
 
 def memory_report(config, mesh) -> dict:
-  """Per-device bytes of params and optimizer state (from the shardings) and XLA's own
-  memory analysis of the compiled step, for one mesh."""
-  compiled, ts, seconds = compile_train_step(config, mesh)
+  """Per-device bytes of params and optimizer state (from the shardings) and XLA's memory
+  analysis of each stage's compiled step (stages differ in activations), for one mesh."""
+  report = dict(mesh=dict(mesh.shape), devices=mesh.size, stages={})
+  for stage in stages.plan(config):
+    compiled, ts, seconds = compile_train_step(config, mesh, stage.objectives)
+    mem = compiled.memory_analysis()
+    report["stages"][stage.name] = dict(
+        compile_seconds=round(seconds, 1), xla_argument_bytes=mem.argument_size_in_bytes,
+        xla_temp_bytes=mem.temp_size_in_bytes, xla_output_bytes=mem.output_size_in_bytes)
   state = ts.abstract_state
   total = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
-  mem = compiled.memory_analysis()
-  return dict(
-      mesh=dict(mesh.shape), devices=mesh.size, compile_seconds=round(seconds, 1),
+  report.update(
       params=sum(x.size for x in jax.tree.leaves(state["params"])),
       params_bytes_total=total(state["params"]),
       params_bytes_per_device=sharding.per_device_bytes(state["params"], ts.shardings["params"]),
       opt_bytes_total=total(state["opt_state"]),
       opt_bytes_per_device=sharding.per_device_bytes(state["opt_state"],
                                                      ts.shardings["opt_state"]),
-      xla_argument_bytes=mem.argument_size_in_bytes, xla_temp_bytes=mem.temp_size_in_bytes,
-      xla_output_bytes=mem.output_size_in_bytes, xla_alias_bytes=mem.alias_size_in_bytes)
+      xla_temp_bytes_max=max(s["xla_temp_bytes"] for s in report["stages"].values()))
+  return report

@@ -1,0 +1,34 @@
+"""launch/probe.py: the linear probe that compares pretrained and random image embeddings."""
+import csv
+
+import jax
+import numpy as np
+
+from configs import medmllm_tiny
+from launch import probe
+from launch import train as trainer
+
+
+def test_cv_auroc_separates_signal_from_noise():
+  rng = np.random.default_rng(0)
+  labels = np.tile([0, 1, 1, 1], 30)
+  groups = np.repeat(np.arange(60), 2)  # two images per patient, kept on one side
+  signal = rng.normal(size=(120, 8)) + labels[:, None]
+  noise = rng.normal(size=(120, 8))
+  assert np.mean(probe.cv_auroc(signal, labels, groups)) > 0.9
+  assert abs(np.mean(probe.cv_auroc(noise, labels, groups)) - 0.5) < 0.1
+
+
+def test_probe_runs_on_the_real_dev_data(covid_data_dir, shared_data, tmp_path):
+  config = medmllm_tiny.get_config()
+  config.data.dir = str(covid_data_dir)
+  config.update(dict(total_steps=2, log_every=2, mesh=dict(data=1, fsdp=1, tensor=1)))
+  trainer.train(config, str(tmp_path), devices=jax.devices()[:1])
+  result = probe.run(config, str(tmp_path))
+  rows = list(csv.DictReader(open(shared_data / "covid-chestxray" / "metadata.csv")))
+  wanted = [r for r in rows if r["label"] in (probe.POSITIVE, probe.NEGATIVE)]
+  assert result["images"] == len(wanted)
+  assert result["positives"] == sum(r["label"] == probe.POSITIVE for r in wanted)
+  assert result["patients"] == len({r["patient_group"] for r in wanted})
+  for init in ("pretrained", "random_init"):
+    assert 0.0 <= result[init]["auroc_mean"] <= 1.0 and result[init]["folds"] == 25

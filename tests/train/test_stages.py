@@ -1,0 +1,76 @@
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from configs import base, medmllm_tiny
+from launch import train as trainer
+from medjax import sharding
+from medjax.train import stages
+from medjax.train import state as state_lib
+
+
+def _config(**overrides):
+  c = medmllm_tiny.get_config()
+  c.update(overrides)
+  return c
+
+
+def test_no_stages_is_one_stage_with_the_config_weights():
+  c = _config(total_steps=7)
+  (only,) = stages.plan(c)
+  assert (only.first, only.last) == (1, 7) and only.objectives.image_text.weight == 1.0
+
+
+def test_stages_run_back_to_back_and_switch_the_other_objectives_off():
+  c = _config(total_steps=9, stages=(dict(name="a", steps=4, weights=dict(mae=1.0)),
+                                     dict(name="b", steps=5, weights=dict(mlm=0.5))))
+  a, b = stages.plan(c)
+  assert (a.first, a.last, b.first, b.last) == (1, 4, 5, 9)
+  assert a.objectives.mae.weight == 1.0 and a.objectives.image_text.weight == 0.0
+  assert b.objectives.mlm.weight == 0.5 and b.objectives.mae.weight == 0.0
+  assert c.objectives.image_text.weight == 1.0  # the config itself is untouched
+  assert stages.at([a, b], 4) is a and stages.at([a, b], 5) is b
+
+
+def test_stage_errors_are_clear():
+  with pytest.raises(ValueError, match="add up to 4 steps but total_steps=9"):
+    stages.plan(_config(total_steps=9, stages=(dict(name="a", steps=4, weights=dict(mae=1.0)),)))
+  with pytest.raises(ValueError, match="unknown objectives.*'mlmm'"):
+    stages.plan(_config(total_steps=4, stages=(dict(name="a", steps=4, weights=dict(mlmm=1.0)),)))
+
+
+def test_medmllm_recipe_covers_all_nine_objectives():
+  c = base.get_config()
+  c.stages, c.total_steps = base.medmllm_stages(1, 1, 1), 3
+  trained = {name for s in stages.plan(c) for name, o in s.objectives.items() if o.weight}
+  assert trained == set(c.objectives.keys()) and len(trained) == 9
+
+
+def test_flops_shares_sum_to_one(covid_data_dir):
+  from medjax.data import pipeline
+  c = _config(total_steps=2, stages=(dict(name="both", steps=2,
+                                          weights=dict(image_text=1.0, mae=1.0)),))
+  c.data.dir, c.data.patch_size = str(covid_data_dir), c.model.image.patch_size
+  ts = state_lib.setup(c, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
+  batch = next(pipeline.make_iterator(c.data, batch_size=c.batch_size, seed=0))
+  (stage,) = stages.plan(c)
+  shares = stages.flops_shares(ts.graphdef, stage, state_lib.init(c, ts)["params"], batch)
+  assert set(shares) == {"image_text/flops_share", "mae/flops_share"}
+  assert np.isclose(sum(shares.values()), 1.0) and min(shares.values()) > 0.05
+
+
+def test_staged_run_recompiles_per_stage_and_resumes_inside_a_stage(covid_data_dir, tmp_path):
+  c = _config(total_steps=4, log_every=1, checkpoint_every=3, mesh=dict(data=1, fsdp=1, tensor=1),
+              stages=(dict(name="image", steps=2, weights=dict(image_level=1.0, mae=1.0)),
+                      dict(name="text", steps=2, weights=dict(mlm=1.0))))
+  c.data.dir = str(covid_data_dir)
+  history = trainer.train(c, str(tmp_path), devices=jax.devices()[:1])
+  assert "image_level/loss" in history[0] and "mlm/loss" not in history[0]
+  assert "mlm/loss" in history[2] and "mae/loss" not in history[2]
+  assert [("compile_seconds" in h) for h in history] == [True, False, True, False]
+  shutil.rmtree(tmp_path / "checkpoints" / "4")  # as if preempted after step 3's save
+  resumed = trainer.train(c, str(tmp_path), devices=jax.devices()[:1])
+  assert [h["step"] for h in resumed] == [4] and "mlm/loss" in resumed[0]
+  np.testing.assert_allclose(resumed[0]["loss"], history[3]["loss"], rtol=1e-6)
