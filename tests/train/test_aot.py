@@ -38,14 +38,17 @@ def test_medmllm_l_fits_one_eighth_per_device():
   config = medmllm_l.get_config()
   config.batch_size = 16
   config.mesh = dict(data=1, fsdp=8, tensor=1)
+  # One compile with all nine objectives at once: a superset of every stage's step.
+  config.stages = ()
+  for objective in config.objectives.values():
+    objective.weight = 1.0
   assert jax.device_count() == 8
   report = aot.memory_report(config, sharding.make_mesh(config.mesh))
   assert 0.8e9 < report["params"] < 1.0e9, report["params"]
   for part in ("params", "opt"):
     share = report[f"{part}_bytes_per_device"] / report[f"{part}_bytes_total"]
     assert 1 / 8 <= share < 1.1 / 8, (part, share)
-  # XLA agrees: each stage's step inputs per device are the state shard plus a batch shard.
-  assert set(report["stages"]) == {"image", "text", "image_text"}
+  # XLA agrees: the step's inputs per device are the state shard plus a batch shard.
   state_shard = report["params_bytes_per_device"] + report["opt_bytes_per_device"]
   for stage in report["stages"].values():
     assert state_shard <= stage["xla_argument_bytes"] < 1.2 * state_shard
