@@ -26,6 +26,7 @@ from medjax.train import step as step_lib
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 40
 ITEMS = ("state", "data", "meta")  # the items of a medjax checkpoint step
+ONE = jax.devices()[:1]  # in-process runs of the 1-device tiny mesh
 
 
 def _tiny(data_dir, **overrides):
@@ -114,10 +115,12 @@ def test_kill_9_during_an_async_save_resumes_from_the_last_complete_step(
   cmd = _cli(tmp_path, covid_data_dir, "--config.checkpoint_every=5")
   proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True)
-  _wait_for_step(tmp_path, 5, proc)
   ckpt_dir = tmp_path / "checkpoints"
+  _wait_for_step(tmp_path, 6, proc)
   deadline = time.time() + 300
-  while not any("tmp" in p.name for p in ckpt_dir.iterdir()):  # a save is being written
+  while not (ckpt_dir / "5").is_dir():  # the first save is complete
+    assert time.time() < deadline and proc.poll() is None, "step 5 was never saved"
+  while not any("tmp" in p.name for p in ckpt_dir.iterdir()):  # a later save is being written
     assert time.time() < deadline and proc.poll() is None, "no save in progress was seen"
   proc.kill()
   proc.wait()
@@ -182,7 +185,7 @@ def test_run_stops_after_k_nonfinite_steps_in_a_row_with_finite_checkpoints(
                  max_nonfinite_in_row=3)
   config.optim.lr = float("inf")  # every update overflows
   with pytest.raises(FloatingPointError, match="non-finite"):
-    trainer.train(config, str(tmp_path))
+    trainer.train(config, str(tmp_path), devices=ONE)
   with ocp.CheckpointManager(tmp_path / "checkpoints", item_names=ITEMS) as mgr:
     steps = mgr.all_steps()
   assert steps
@@ -193,27 +196,27 @@ def test_run_stops_after_k_nonfinite_steps_in_a_row_with_finite_checkpoints(
 
 def test_clear_errors_for_other_configs_models_and_unwritable_dirs(covid_data_dir, tmp_path):
   first = _tiny(covid_data_dir, total_steps=2, log_every=1)
-  trainer.train(first, str(tmp_path / "a"))
+  trainer.train(first, str(tmp_path / "a"), devices=ONE)
   other = _tiny(covid_data_dir, total_steps=2, log_every=1)
   other.model.image.width = 32
   with pytest.raises(ValueError, match=r"another config(.|\n)*model\.image\.width"):
-    trainer.train(other, str(tmp_path / "a"))
+    trainer.train(other, str(tmp_path / "a"), devices=ONE)
   other.init_from = str(tmp_path / "a")
   with pytest.raises(ValueError, match="does not fit this model"):
-    trainer.train(other, str(tmp_path / "b"))
+    trainer.train(other, str(tmp_path / "b"), devices=ONE)
   blocker = tmp_path / "file"
   blocker.write_text("not a directory")
   with pytest.raises(OSError, match="not writable"):
-    trainer.train(first, str(blocker / "run"))
+    trainer.train(first, str(blocker / "run"), devices=ONE)
 
 
 def test_init_from_loads_params_only(covid_data_dir, tmp_path):
   first = _tiny(covid_data_dir, total_steps=3, log_every=3)
-  trainer.train(first, str(tmp_path / "a"))
+  trainer.train(first, str(tmp_path / "a"), devices=ONE)
   _, want = _saved(tmp_path / "a")
   abstract = state_lib.setup(first, sharding.make_mesh(first.mesh, jax.devices()[:1]))
   got = checkpoint.load_params(str(tmp_path / "a"), abstract.abstract_state["params"])
   _assert_same_params(jax.tree.map(np.asarray, got), want)
   second = _tiny(covid_data_dir, total_steps=2, log_every=1, init_from=str(tmp_path / "a"))
-  history = trainer.train(second, str(tmp_path / "b"))
+  history = trainer.train(second, str(tmp_path / "b"), devices=ONE)
   assert [h["step"] for h in history] == [1, 2]  # a new run: step, optimizer and data restart

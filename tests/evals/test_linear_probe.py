@@ -1,12 +1,12 @@
-"""launch/probe.py: the linear probe that compares pretrained and random image embeddings."""
+"""The linear probe that compares pretrained and random image embeddings."""
 import csv
 
 import jax
 import numpy as np
 
 from configs import medmllm_tiny
-from launch import probe
 from launch import train as trainer
+from medjax.evals import linear_probe as probe
 
 
 def test_cv_auroc_separates_signal_from_noise():
