@@ -19,6 +19,7 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from benchmarks import timing  # noqa: E402
 from medjax import sharding  # noqa: E402
 from medjax.train import aot, checkpoint  # noqa: E402
 from medjax.train import state as state_lib  # noqa: E402
@@ -34,27 +35,18 @@ class _NoData:
     return b"{}"
 
 
-def _step_seconds(compiled, state, batch, n=5):
-  times = []
-  for _ in range(n):
-    t0 = time.perf_counter()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready((state, metrics))
-    times.append(time.perf_counter() - t0)
-  return state, statistics.median(times)
-
-
 def run(config, saves: int) -> dict:
   mesh = sharding.make_mesh(config.mesh)
   compiled, ts, _ = aot.compile_train_step(config, mesh)
   state = state_lib.init(config, ts)
   batch = aot.synthetic_batch(config, sharding.batch_sharding(mesh))
-  state, step_seconds = _step_seconds(compiled, state, batch)
+  state, times = timing.time_steps(compiled, state, batch, 5, warmup=1)
+  step_seconds = statistics.median(times)
   blocking, total = [], []
   with tempfile.TemporaryDirectory() as workdir:
     mgr = checkpoint.manager(workdir, config)
     for i in range(saves):
-      state, _ = _step_seconds(compiled, state, batch, n=1)
+      state, _ = timing.time_steps(compiled, state, batch, 1)
       t0 = time.perf_counter()
       checkpoint.save(mgr, i + 1, state, _NoData(), {"config": config.to_dict()})
       blocking.append(time.perf_counter() - t0)

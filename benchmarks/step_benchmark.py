@@ -10,7 +10,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -18,7 +17,7 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from benchmarks import peak_flops  # noqa: E402
+from benchmarks import peak_flops, timing  # noqa: E402
 from medjax import sharding  # noqa: E402
 from medjax import objectives  # noqa: E402
 from medjax.train import aot, metrics, stages  # noqa: E402
@@ -32,13 +31,7 @@ def _time_stage(config, mesh, stage, steps: int) -> dict:
   compiled, ts, compile_seconds = aot.compile_train_step(config, mesh, stage.objectives)
   state = state_lib.init(config, ts)
   batch = aot.synthetic_batch(config, sharding.batch_sharding(mesh))
-  times = []
-  for i in range(steps + 2):
-    t0 = time.perf_counter()
-    state, m = compiled(state, batch)
-    jax.block_until_ready((state, m))
-    if i >= 2:
-      times.append(time.perf_counter() - t0)
+  _, times = timing.time_steps(compiled, state, batch, steps, warmup=2)
   step_seconds = statistics.median(times)
   flops = metrics.compiled_flops(compiled)
   return dict(objectives=sorted(objectives.active(stage.objectives)),

@@ -1,12 +1,3 @@
-import jax
-import pytest
-
-
-@pytest.fixture(autouse=True, scope="package")
-def _quick_compiles():
-  # On CPU, XLA's optimisation passes take most of the compile time of these small graphs; the
-  # sharded-equivalence test compiles both sides the same way, so nothing here depends on them.
-  before = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
+# The same quick-compile fixture as tests/models: the sharded-equivalence test compiles both of
+# its sides the same way, so nothing here depends on XLA's optimisation passes.
+from tests.models.conftest import _quick_compiles  # noqa: F401
