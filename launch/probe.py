@@ -1,7 +1,7 @@
 """Linear probe on frozen image embeddings, pretrained vs random init (medjax/evals/linear_probe.py).
 
   python launch/probe.py --config configs/medmllm_s.py --workdir runs/medmllm_s \
-      --config.data.dir=~/medjax_data
+      --config.data.dir=$HOME/medjax_data
 
 Prints JSON: AUROC mean and spread over 25 patient-grouped folds, for each init.
 """
