@@ -48,6 +48,10 @@ def get_config(arg=None):
   c.data.mean = 0.5
   c.data.std = 0.25
   c.data.crop_scale = (0.6, 1.0)  # random-resized-crop area range (train only)
+  # Labels that never become image entity vectors (entity_alignment): the downstream targets.
+  # Med-MLLM pretrains without COVID-19 labels and fine-tunes on them with few labels; withholding
+  # them keeps a probe or fine-tune on them honest. The text (notes, reports) is still used.
+  c.data.withheld_labels = ("covid19", "other_pneumonia")
   c.data.num_workers = 0  # >0: Grain worker processes decode/augment in parallel
   c.data.prefetch_buffer = 2
 

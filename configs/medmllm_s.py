@@ -11,8 +11,9 @@ from configs import base
 
 def get_config(arg=None):
   c = base.get_config(arg)
-  c.stages = base.medmllm_stages(150, 150, 150)
-  c.total_steps = 450
+  # The image stage is the longest: its contrastive losses learn slowest (small batches here).
+  c.stages = base.medmllm_stages(300, 100, 300)
+  c.total_steps = 700
   c.batch_size = 32
   c.data.sources = base.medmllm_sources()
   c.data.image_size = 128

@@ -81,9 +81,14 @@ class Example:
     self.tokenizer, self.train = tokenizer, train
     self.special = (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id, tokenizer.mask_id,
                     tokenizer.unk_id)
-    # A positive label adds its entity to the image's vector; labels without one add nothing.
+    # A positive label adds its entity to the image's vector; labels without one, and the
+    # withheld ones (downstream targets pretraining must not see), add nothing.
     self.num_entities = len(entities)
-    names = [_LABEL_ENTITY.get(n, n) for n in labels]
+    withheld = set(data_cfg.withheld_labels)
+    unknown = withheld - set(labels)
+    if unknown:
+      raise ValueError(f"data.withheld_labels: {sorted(unknown)} are not labels {list(labels)}")
+    names = [None if n in withheld else _LABEL_ENTITY.get(n, n) for n in labels]
     self.label_to_entity = np.array([list(entities).index(n) if n in entities else -1
                                      for n in names], np.int64)
     self.undecodable = 0  # images met at read time that PIL cannot open (this process)

@@ -131,6 +131,13 @@ def test_entity_vectors_from_labels_and_text(synth_tokenizer):
   assert names(b["text_entities"][0]) == {"cardiomegaly"}  # negated, uncertain: not present
   assert names(b["image_entities"][1]) == {"atelectasis"} and not b["text_entities"][1].any()
   assert not b["image_entities"][2].any() and names(b["text_entities"][2]) == {"fracture"}
+  # A withheld label (a downstream target) adds nothing; the paired text still does.
+  (b,) = _run([Source("s", [paired])], synth_tokenizer, 0, batch_size=1, train=False,
+              cfg=sd.synth_cfg(withheld_labels=("other_pneumonia",)))
+  assert names(b["image_entities"][0]) == {"pneumothorax", "cardiomegaly"}
+  with pytest.raises(ValueError, match="withheld_labels.*'covid'"):
+    _run([Source("s", [paired])], synth_tokenizer, 0, batch_size=1, train=False,
+         cfg=sd.synth_cfg(withheld_labels=("covid",)))
 
 
 def test_multi_view_study_uses_a_frontal_view(synth_tokenizer):

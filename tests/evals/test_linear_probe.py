@@ -32,3 +32,5 @@ def test_probe_runs_on_the_real_dev_data(covid_data_dir, shared_data, tmp_path):
   assert result["patients"] == len({r["patient_group"] for r in wanted})
   for init in ("pretrained", "random_init"):
     assert 0.0 <= result[init]["auroc_mean"] <= 1.0 and result[init]["folds"] == 25
+  gain = result["pretrained"]["auroc_mean"] - result["random_init"]["auroc_mean"]
+  assert np.isclose(result["gain"]["mean"], gain) and 0 <= result["gain"]["folds_better"] <= 25
