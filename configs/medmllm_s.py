@@ -4,13 +4,17 @@ objectives) on the real covid-chestxray sample, the IU reports and the NCBI abst
   bash launch/demo.sh      # prepares the data, then runs exactly this:
   python launch/train.py --config configs/medmllm_s.py --workdir runs/medmllm_s
 
+An ablation (the README's probe table) is one stage of some objectives, weight 1, on some sources:
+  python launch/train.py --workdir runs/only_clip \
+      --config 'configs/medmllm_s.py:only=image_text+entity_alignment,steps=300,sources=covid_cxr+iu_xray'
+
 Expected on a 2-core CPU: see the README's configs table (measured there).
 """
 from configs import base
 
 
 def get_config(arg=None):
-  c = base.get_config(arg)
+  c = base.get_config()
   # The image stage is the longest: its contrastive losses learn slowest (small batches here).
   c.stages = base.medmllm_stages(300, 100, 300)
   c.total_steps = 700
@@ -27,4 +31,13 @@ def get_config(arg=None):
   c.optim.warmup_steps = 30
   c.log_every = 10
   c.checkpoint_every = 100
+  if arg:
+    kv = dict(item.split("=", 1) for item in arg.split(","))
+    if set(kv) - {"only", "steps", "sources"}:
+      raise ValueError(f"medmllm_s arg {arg!r}: keys are only=, steps=, sources=")
+    c.total_steps = int(kv["steps"])
+    c.stages = (dict(name="only", steps=c.total_steps,
+                     weights={name: 1.0 for name in kv["only"].split("+")}),)
+    if "sources" in kv:
+      c.data.sources = tuple(dict(name=n, weight=1.0) for n in kv["sources"].split("+"))
   return c

@@ -48,6 +48,19 @@ def test_medmllm_recipe_covers_all_nine_objectives():
   assert trained == set(c.objectives.keys()) and len(trained) == 9
 
 
+def test_medmllm_s_ablation_arg_trains_only_the_named_objectives():
+  from configs import medmllm_s
+  recipe = medmllm_s.get_config()
+  assert sum(s["steps"] for s in recipe.stages) == recipe.total_steps
+  c = medmllm_s.get_config("only=image_level+patient_level,steps=200,sources=covid_cxr")
+  (stage,) = stages.plan(c)
+  assert (stage.first, stage.last, c.total_steps) == (1, 200, 200)
+  assert {n for n, o in stage.objectives.items() if o.weight} == {"image_level", "patient_level"}
+  assert [s["name"] for s in c.data.sources] == ["covid_cxr"]
+  with pytest.raises(ValueError, match="keys are only=, steps=, sources="):
+    medmllm_s.get_config("only=mae,step=200")
+
+
 def test_flops_shares_sum_to_one(covid_data_dir):
   from medjax.data import pipeline
   c = _config(total_steps=2, stages=(dict(name="both", steps=2,
