@@ -19,6 +19,14 @@ def test_cv_auroc_separates_signal_from_noise():
   assert abs(np.mean(probe.cv_auroc(noise, labels, groups)) - 0.5) < 0.1
 
 
+def test_pooled_pixels_averages_blocks():
+  images = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4, 1)
+  pooled = probe.pooled_pixels(images, 2)
+  assert pooled.shape == (2, 4)
+  np.testing.assert_allclose(pooled[0], [images[0, :2, :2].mean(), images[0, :2, 2:].mean(),
+                                         images[0, 2:, :2].mean(), images[0, 2:, 2:].mean()])
+
+
 def test_probe_runs_on_the_real_dev_data(covid_data_dir, shared_data, tmp_path):
   config = medmllm_tiny.get_config()
   config.data.dir = str(covid_data_dir)
@@ -30,7 +38,7 @@ def test_probe_runs_on_the_real_dev_data(covid_data_dir, shared_data, tmp_path):
   assert result["images"] == len(wanted)
   assert result["positives"] == sum(r["label"] == probe.POSITIVE for r in wanted)
   assert result["patients"] == len({r["patient_group"] for r in wanted})
-  for init in ("pretrained", "random_init"):
+  for init in ("pretrained", "random_init", "pixels_16x16"):
     assert 0.0 <= result[init]["auroc_mean"] <= 1.0 and result[init]["folds"] == 25
   gain = result["pretrained"]["auroc_mean"] - result["random_init"]["auroc_mean"]
   assert np.isclose(result["gain"]["mean"], gain) and 0 <= result["gain"]["folds_better"] <= 25
