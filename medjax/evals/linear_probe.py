@@ -2,11 +2,11 @@
 
 Embeds every X-ray of the dev data (train + validation splits) labelled covid19 or
 other_pneumonia with the image tower (pooled ViT features, preprocessing of the eval pipeline),
-once with a run's newest params and once with a random init of the same config (and, as the
-floor, the pixels mean-pooled to 16 x 16), and scores a logistic regression by AUROC under
-patient-grouped, stratified 5-fold cross-validation (no patient on both sides), repeated over 5
-shuffles. Only pixels are used: the clinical notes, which
-often name the diagnosis, are not.
+once with the params of a run's newest checkpoint (or of a given step directory) and once with
+a random init of the same config (and, as the floor, the pixels mean-pooled to 16 x 16), and
+scores a logistic regression by AUROC under patient-grouped, stratified 5-fold cross-validation
+(no patient on both sides), repeated over 5 shuffles. Only pixels are used: the clinical notes,
+which often name the diagnosis, are not.
 """
 import jax
 import numpy as np
