@@ -71,7 +71,10 @@ def test_a_licensed_vocabulary_can_replace_the_lexicon():
 
 
 def test_lexicon_location(tmp_path, monkeypatch):
-  monkeypatch.setenv("MEDJAX_LEXICON", str(tmp_path))
+  monkeypatch.delenv("MEDJAX_LEXICON", raising=False)
+  monkeypatch.setenv("MEDJAX_SHARED_DATA", str(tmp_path / "data"))  # the data dir's lexicon
+  assert entities.default_lexicon_dir() == tmp_path / "data" / "lexicon"
+  monkeypatch.setenv("MEDJAX_LEXICON", str(tmp_path))  # an explicit lexicon wins
   assert entities.default_lexicon_dir() == tmp_path
   with pytest.raises(FileNotFoundError, match=f"{tmp_path}.*MEDJAX_LEXICON"):
     entities.Lexicon.load()
