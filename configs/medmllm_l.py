@@ -18,7 +18,8 @@ from medjax.models import vit
 
 def get_config(arg=None):
   c = base.get_config(arg)
-  c.stages = base.medmllm_stages(30_000, 30_000, 40_000)
+  c.stages = base.medmllm_stages(30_000, 30_000, 40_000,
+                                 image_sources=base.medmllm_image_sources())
   c.total_steps = 100_000
   c.batch_size = 1024
   c.data.sources = base.medmllm_sources()

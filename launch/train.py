@@ -21,7 +21,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from medjax import sharding  # noqa: E402
-from medjax.data import pipeline  # noqa: E402
+from medjax.data import mixture, pipeline  # noqa: E402
 from medjax.train import checkpoint  # noqa: E402
 from medjax.train import metrics as metrics_lib  # noqa: E402
 from medjax.train import optimizer  # noqa: E402
@@ -47,11 +47,17 @@ def train(config, workdir: str, devices=None) -> list[dict]:
   data_cfg = config.data.copy_and_resolve_references()
   data_cfg.patch_size = config.model.image.patch_size  # the pipeline draws per-patch MAE noise
   tokenizer = pipeline.load_tokenizer(data_cfg)
+  data_cfg.tokenizer = str(pipeline.tokenizer_path(data_cfg))  # one for all stages' sources
   if tokenizer.vocab_size > config.model.text.vocab_size:
     raise ValueError(f"The tokenizer has {tokenizer.vocab_size} pieces, more than "
                      f"model.text.vocab_size={config.model.text.vocab_size}; raise it or "
                      "retrain the tokenizer.")
-  data_iter = pipeline.make_iterator(data_cfg, batch_size=config.batch_size, seed=config.seed)
+  schedule = stages.plan(config)  # a stage may read its own sources (medjax/train/stages.py)
+
+  def stage_data(stage):
+    return pipeline.make_iterator(stages.data_config(data_cfg, stage),
+                                  batch_size=config.batch_size, seed=config.seed)
+
   batch_sharding = sharding.batch_sharding(mesh)
 
   def global_batch(local):  # this process's rows -> one array spanning all processes
@@ -68,8 +74,12 @@ def train(config, workdir: str, devices=None) -> list[dict]:
   # Order: this workdir's newest checkpoint, else params from config.init_from, else init.
   ckpt = checkpoint.manager(workdir, config)
   meta = dict(config=config.to_dict(), tokenizer_sha256=tokenizer.sha256,
-              data_sha256=_data_sha256(data_cfg))
-  state, start = checkpoint.restore_latest(ckpt, ts.abstract_state, data_iter, meta)
+              data_sha256=_data_sha256(data_cfg, schedule))
+  saved = ckpt.latest_step() or 0
+  data_iter = stage_data(stages.at(schedule, min(saved + 1, config.total_steps)))
+  # The data position is restored only if the saved stream goes on (not at a change of sources).
+  state, start = checkpoint.restore_latest(
+      ckpt, ts.abstract_state, data_iter if stages.same_stream(schedule, saved) else None, meta)
   if state is not None:
     logging.info("Resumed from step %d.", start)
   else:
@@ -80,8 +90,6 @@ def train(config, workdir: str, devices=None) -> list[dict]:
 
   # ------------------------------------------------------------------------- Update step --
   # One compiled step per stage (medjax/train/stages.py): the active objectives differ.
-  schedule = stages.plan(config)
-
   def compile_stage(stage, state, batch):
     step_fn = jax.jit(step_lib.make_train_step(ts.graphdef, ts.tx, stage.objectives),
                       in_shardings=(ts.shardings, batch_sharding),
@@ -97,9 +105,6 @@ def train(config, workdir: str, devices=None) -> list[dict]:
                  {k: f"{v:.0%}" for k, v in shares.items()})
     return compiled, flops, dict(shares, compile_seconds=seconds)
 
-  local = next(data_iter)
-  batch = global_batch(local)
-
   # -------------------------------------------------------------------------- Train loop --
   writer = metrics_lib.MetricWriter(workdir)
   preemption = checkpoint.Preemption()
@@ -112,13 +117,16 @@ def train(config, workdir: str, devices=None) -> list[dict]:
                   disable=None if jax.process_index() == 0 else True)
   try:
     for step in range(start + 1, config.total_steps + 1):
-      if step > start + 1:
-        local = next(data_iter)
-        batch = global_batch(local)
+      new_stage = stage is None or step > stage.last
+      if new_stage:
+        previous, stage = stage, stages.at(schedule, step)
+        if previous is not None and stage.sources != previous.sources:
+          data_iter = stage_data(stage)  # other sources: this stage's own stream
+      local = next(data_iter)
+      batch = global_batch(local)
       if digests:
         digests.write(json.dumps({"step": step, "sha256": _digest(local)}) + "\n")
-      if stage is None or step > stage.last:
-        stage = stages.at(schedule, step)
+      if new_stage:
         compiled, flops, stage_scalars = compile_stage(stage, state, batch)
         window_start, window_steps = time.perf_counter(), 0  # compiling is not a step
       state, step_metrics = compiled(state, batch)
@@ -170,9 +178,11 @@ def _add(a, b):  # one dispatch per step to accumulate the log window's metrics 
   return jax.tree.map(lambda x, y: x + y, a, b)
 
 
-def _data_sha256(data_cfg) -> str:
-  """Fingerprint of the prepared data: the manifests (shard hashes, split seed) of its sources."""
-  names = [s["name"] for s in data_cfg.get("sources", ())] or [data_cfg.name]
+def _data_sha256(data_cfg, schedule) -> str:
+  """Fingerprint of the prepared data: the manifests (shard hashes, split seed) of the sources
+  of every stage. A missing or misnamed source fails here, before any step."""
+  names = sorted({s["name"] for stage in schedule
+                  for s in mixture.specs(stages.data_config(data_cfg, stage), "train")})
   h = hashlib.sha256()
   for name in names:
     version_dir = tfds.builder(name, data_dir=data_cfg.dir).data_dir

@@ -75,3 +75,15 @@ def text_data_dir(iu_wheel, shared_data, tmp_path_factory) -> Path:
   iu_xray.prepare(iu_wheel, out)
   ncbi_disease.prepare(shared_data / "text" / "ncbi_disease", out)
   return out
+
+
+@pytest.fixture(scope="session")
+def real_data_dir(shared_data, tmp_path_factory):
+  """TFDS data_dir with covid_cxr (images + notes) and ncbi_disease (text-only abstracts)
+  prepared from the real sample, and a small tokenizer trained on both."""
+  from data_prep import covid_cxr, ncbi_disease, tokenizer
+  out = tmp_path_factory.mktemp("tfds_mixed")
+  covid_cxr.prepare(shared_data / "covid-chestxray", out)
+  ncbi_disease.prepare(shared_data / "text" / "ncbi_disease", out)
+  tokenizer.train_tokenizer(out, names=["covid_cxr", "ncbi_disease"], vocab_size=1000)
+  return out

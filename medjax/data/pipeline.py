@@ -29,11 +29,16 @@ from medjax.data.transforms import Example, patient_hash  # noqa: F401 (patient_
 log = logging.getLogger(__name__)
 
 
-def load_tokenizer(data_cfg) -> Tokenizer:
+def tokenizer_path(data_cfg) -> Path:
   """`data_cfg.tokenizer`, or by default the one data_prep trained beside the first source."""
+  if data_cfg.tokenizer:
+    return Path(data_cfg.tokenizer)
   first = mixture.specs(data_cfg, "train")[0]["name"]
-  version_dir = tfds.builder(first, data_dir=data_cfg.dir).data_dir
-  path = Path(data_cfg.tokenizer or Path(version_dir) / "tokenizer.model")
+  return Path(tfds.builder(first, data_dir=data_cfg.dir).data_dir) / "tokenizer.model"
+
+
+def load_tokenizer(data_cfg) -> Tokenizer:
+  path = tokenizer_path(data_cfg)
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no tokenizer; train one with data_prep/tokenizer.py")
   return Tokenizer(path)

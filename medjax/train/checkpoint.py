@@ -6,6 +6,7 @@ mid-save (even with SIGKILL) resumes from the newest complete step. Arrays are r
 tensorstore into the target shardings (any mesh); nothing is pickled.
 """
 import errno
+import json
 import logging
 import os
 import signal
@@ -78,7 +79,7 @@ def check_compatible(saved_meta: dict, meta: dict, where: str) -> None:
 
 
 def _norm(value):
-  return list(value) if isinstance(value, tuple) else value
+  return json.loads(json.dumps(value))  # as saved: tuples, also nested ones, become lists
 
 
 def _check_shapes(saved, target, where: str) -> None:
@@ -96,8 +97,8 @@ def _check_shapes(saved, target, where: str) -> None:
 
 def restore_latest(mgr: ocp.CheckpointManager, abstract_state, data_iter, meta: dict):
   """(state, step) of the newest complete checkpoint, placed with `abstract_state`'s shardings
-  (so a run can resume on another mesh); `data_iter` moves to where that step left off.
-  (None, 0) when the workdir has no checkpoint."""
+  (so a run can resume on another mesh); `data_iter` moves to where that step left off (None:
+  the data position is not read). (None, 0) when the workdir has no checkpoint."""
   step = mgr.latest_step()
   if step is None:
     return None, 0
@@ -105,9 +106,10 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state, data_iter, meta: 
   saved_meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
   check_compatible(saved_meta, meta, where)
   _check_shapes(mgr.item_metadata(step)["state"]["params"], abstract_state["params"], where)
-  restored = mgr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state),
-      data=grain.checkpoint.CheckpointRestore(data_iter)))
+  items = dict(state=ocp.args.StandardRestore(abstract_state))
+  if data_iter is not None:
+    items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+  restored = mgr.restore(step, args=ocp.args.Composite(**items))
   return restored["state"], step
 
 

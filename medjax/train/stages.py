@@ -4,6 +4,11 @@
 a stage trains the objectives it names with those weights (every other objective is off), then
 hands the same params and optimizer to the next stage. Empty `stages` = one stage over
 `total_steps` with the weights in `config.objectives`. Ablation: a weight of 0.
+
+A stage may also name its own `sources` (entries as in `data.sources`; default: `data.sources`):
+an image-only stage then reads only the datasets that have images instead of spending half of
+each batch on rows it cannot use. A stage whose sources differ from the previous stage's starts
+its own data stream (fresh, from `config.seed`); otherwise the stream runs on across stages.
 """
 import dataclasses
 
@@ -19,20 +24,27 @@ class Stage:
   first: int  # first step of the stage (steps count from 1)
   last: int
   objectives: object  # the config.objectives entries with this stage's weights
+  sources: tuple  # the data.sources entries this stage reads (() = the single data.name)
 
 
 def plan(config) -> list[Stage]:
+  default_sources = tuple(dict(s) for s in config.data.sources)
   if not config.stages:
-    return [Stage("main", 1, config.total_steps, config.objectives)]
+    return [Stage("main", 1, config.total_steps, config.objectives, default_sources)]
   out, first = [], 1
   for spec in config.stages:
+    extra = set(spec) - {"name", "steps", "weights", "sources"}
+    if extra:
+      raise ValueError(f"stage {spec.get('name')!r} has unknown keys {sorted(extra)}; "
+                       "a stage has name, steps, weights and optionally sources")
     cfg = config.objectives.copy_and_resolve_references()
     unknown = set(spec["weights"]) - set(cfg.keys())
     if unknown:
       raise ValueError(f"stage {spec['name']!r} weights unknown objectives {sorted(unknown)}")
     for name in cfg.keys():
       cfg[name].weight = float(spec["weights"].get(name, 0.0))
-    out.append(Stage(spec["name"], first, first + spec["steps"] - 1, cfg))
+    sources = tuple(dict(s) for s in spec.get("sources", default_sources))
+    out.append(Stage(spec["name"], first, first + spec["steps"] - 1, cfg, sources))
     first += spec["steps"]
   if out[-1].last != config.total_steps:
     raise ValueError(f"stages add up to {out[-1].last} steps but total_steps="
@@ -42,6 +54,19 @@ def plan(config) -> list[Stage]:
 
 def at(stages: list[Stage], step: int) -> Stage:
   return next(s for s in stages if s.first <= step <= s.last)
+
+
+def data_config(data_cfg, stage: Stage):
+  """The input pipeline's config for `stage`: `data_cfg` with the stage's sources."""
+  out = data_cfg.copy_and_resolve_references()
+  out.sources = stage.sources
+  return out
+
+
+def same_stream(stages: list[Stage], step: int) -> bool:
+  """Whether the data stream after `step` (a checkpoint's step) continues the one before it:
+  false at 0 and where the next stage reads other sources."""
+  return 0 < step < stages[-1].last and at(stages, step).sources == at(stages, step + 1).sources
 
 
 def flops_shares(graphdef, stage: Stage, params, batch) -> dict:

@@ -15,8 +15,14 @@ def test_cv_auroc_separates_signal_from_noise():
   groups = np.repeat(np.arange(60), 2)  # two images per patient, kept on one side
   signal = rng.normal(size=(120, 8)) + labels[:, None]
   noise = rng.normal(size=(120, 8))
-  assert np.mean(probe.cv_auroc(signal, labels, groups)) > 0.9
-  assert abs(np.mean(probe.cv_auroc(noise, labels, groups)) - 0.5) < 0.1
+  (signal_folds, signal_oof), (noise_folds, noise_oof) = (probe.cv_auroc(x, labels, groups)
+                                                          for x in (signal, noise))
+  assert np.mean(signal_folds) > 0.9 and abs(np.mean(noise_folds) - 0.5) < 0.1
+  # Signal beats noise with an interval far from 0; noise against itself is a wash.
+  sure = probe.paired_bootstrap(signal_oof, noise_oof, labels, groups, samples=300)
+  assert sure["ci95"][0] > 0.2 and sure["share_not_better"] == 0.0
+  wash = probe.paired_bootstrap(noise_oof, noise_oof, labels, groups, samples=300)
+  assert wash["oof_gain"] == 0.0 and wash["ci95"] == [0.0, 0.0] and wash["share_not_better"] == 1.0
 
 
 def test_pooled_pixels_averages_blocks():
@@ -42,3 +48,5 @@ def test_probe_runs_on_the_real_dev_data(covid_data_dir, shared_data, tmp_path):
     assert 0.0 <= result[init]["auroc_mean"] <= 1.0 and result[init]["folds"] == 25
   gain = result["pretrained"]["auroc_mean"] - result["random_init"]["auroc_mean"]
   assert np.isclose(result["gain"]["mean"], gain) and 0 <= result["gain"]["folds_better"] <= 25
+  low, high = result["gain"]["ci95"]
+  assert low <= result["gain"]["oof_gain"] <= high

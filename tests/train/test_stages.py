@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import jax
@@ -39,6 +40,23 @@ def test_stage_errors_are_clear():
     stages.plan(_config(total_steps=9, stages=(dict(name="a", steps=4, weights=dict(mae=1.0)),)))
   with pytest.raises(ValueError, match="unknown objectives.*'mlmm'"):
     stages.plan(_config(total_steps=4, stages=(dict(name="a", steps=4, weights=dict(mlmm=1.0)),)))
+
+
+def test_a_stage_may_read_its_own_sources():
+  covid, mixed = (dict(name="covid_cxr"),), (dict(name="covid_cxr"), dict(name="iu_xray"))
+  c = _config(total_steps=6, stages=(dict(name="a", steps=2, weights=dict(mae=1.0), sources=covid),
+                                     dict(name="b", steps=2, weights=dict(mlm=1.0)),
+                                     dict(name="c", steps=2, weights=dict(mae=1.0))))
+  c.data.sources = mixed
+  a, b, cc = plan = stages.plan(c)
+  assert (a.sources, b.sources, cc.sources) == (covid, mixed, mixed)
+  assert stages.data_config(c.data, a).sources == covid and c.data.sources == mixed
+  # A checkpoint's data position carries on only inside one stream: not at 0, at the switch
+  # from a to b, or at the end; b -> c read the same sources, so the stream runs on.
+  assert [stages.same_stream(plan, s) for s in range(7)] == [False, True, False, True, True,
+                                                             True, False]
+  with pytest.raises(ValueError, match="unknown keys \\['source'\\]"):
+    stages.plan(_config(total_steps=2, stages=(dict(name="a", steps=2, weights={}, source=covid),)))
 
 
 def test_medmllm_recipe_covers_all_nine_objectives():
@@ -87,3 +105,32 @@ def test_staged_run_recompiles_per_stage_and_resumes_inside_a_stage(covid_data_d
   resumed = trainer.train(c, str(tmp_path), devices=jax.devices()[:1])
   assert [h["step"] for h in resumed] == [4] and "mlm/loss" in resumed[0]
   np.testing.assert_allclose(resumed[0]["loss"], history[3]["loss"], rtol=1e-6)
+
+
+def _digests(workdir) -> dict:
+  lines = (workdir / "batch_digests.0.jsonl").read_text().splitlines()
+  return {d["step"]: d["sha256"] for d in map(json.loads, lines)}
+
+
+def test_stage_on_other_sources_starts_its_own_stream_and_resumes_at_the_switch(real_data_dir,
+                                                                                tmp_path):
+  mixed = (dict(name="covid_cxr", weight=3.0), dict(name="ncbi_disease", weight=1.0))
+  text = dict(name="text", steps=2, weights=dict(mlm=1.0))
+  c = _config(total_steps=4, log_every=1, checkpoint_every=2, record_batch_digests=True,
+              mesh=dict(data=1, fsdp=1, tensor=1),
+              stages=(dict(name="image", steps=2, weights=dict(image_level=1.0),
+                           sources=(dict(name="covid_cxr"),)), text))
+  c.data.dir, c.data.sources = str(real_data_dir), mixed
+  history = trainer.train(c, str(tmp_path / "staged"), devices=jax.devices()[:1])
+  # The text stage's batches are those of a run that starts on the mixed sources.
+  alone = _config(total_steps=2, record_batch_digests=True, mesh=c.mesh, stages=(text,))
+  alone.data.dir, alone.data.sources = str(real_data_dir), mixed
+  trainer.train(alone, str(tmp_path / "alone"), devices=jax.devices()[:1])
+  staged = _digests(tmp_path / "staged")
+  assert [staged[3], staged[4]] == list(_digests(tmp_path / "alone").values())
+  # Preempted right after the image stage's last save: the text stage starts its stream afresh.
+  shutil.rmtree(tmp_path / "staged" / "checkpoints" / "4")
+  resumed = trainer.train(c, str(tmp_path / "staged"), devices=jax.devices()[:1])
+  assert [h["step"] for h in resumed] == [3, 4]
+  np.testing.assert_allclose([h["loss"] for h in resumed], [h["loss"] for h in history[2:]],
+                             rtol=1e-6)
