@@ -66,10 +66,12 @@ def test_medmllm_recipe_covers_all_nine_objectives():
   assert trained == set(c.objectives.keys()) and len(trained) == 9
 
 
-def test_medmllm_s_ablation_arg_trains_only_the_named_objectives():
+def test_medmllm_s_recipe_and_its_ablation_arg():
   from configs import medmllm_s
   recipe = medmllm_s.get_config()
   assert sum(s["steps"] for s in recipe.stages) == recipe.total_steps
+  image, text, _ = stages.plan(recipe)  # the image stage reads only the source with X-rays
+  assert [s["name"] for s in image.sources] == ["covid_cxr"] and len(text.sources) == 3
   c = medmllm_s.get_config("only=image_level+patient_level,steps=200,sources=covid_cxr")
   (stage,) = stages.plan(c)
   assert (stage.first, stage.last, c.total_steps) == (1, 200, 200)
