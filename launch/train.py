@@ -121,6 +121,7 @@ def train(config, workdir: str, devices=None) -> list[dict]:
       if new_stage:
         previous, stage = stage, stages.at(schedule, step)
         if previous is not None and stage.sources != previous.sources:
+          data_iter.close()  # its prefetch threads / worker processes
           data_iter = stage_data(stage)  # other sources: this stage's own stream
       local = next(data_iter)
       batch = global_batch(local)
