@@ -18,15 +18,11 @@ import pytest  # noqa: E402
 
 
 # --- data fixtures ---
-# The real sample lives outside the repo (<repo>/../shared/data); MEDJAX_SHARED_DATA overrides.
-def _shared_data_path() -> Path:
-  default = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-  return Path(os.path.normpath(os.environ.get("MEDJAX_SHARED_DATA") or default))
-
-
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-  path = _shared_data_path()
+  """The real sample, outside the repo (<repo>/../shared/data; MEDJAX_SHARED_DATA overrides)."""
+  from medjax.data.entities import shared_data_dir
+  path = shared_data_dir()
   if not (path / "covid-chestxray" / "metadata.csv").is_file():
     message = f"real sample data not found at {path} (set MEDJAX_SHARED_DATA)"
     if os.environ.get("CI"):

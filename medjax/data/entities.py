@@ -3,8 +3,8 @@
 `extract(text)` gives one code per entry of `ENTITIES`: 1 present, 0 not mentioned, -1 negated,
 2 uncertain. Mentions come from a `Lexicon` (entity -> phrases); by default the CheXpert labeler's
 phrase lists plus NegEx triggers, read from a directory outside the repo (`MEDJAX_LEXICON`, else
-$MEDJAX_SHARED_DATA/lexicon, else <repo>/../shared/data/lexicon). A licensed vocabulary (UMLS
-synonyms of chosen CUIs) plugs in by building a `Lexicon` from it: nothing below depends on where the phrases came from.
+`lexicon/` of `shared_data_dir()`). A licensed vocabulary (UMLS synonyms of chosen CUIs) plugs in
+by building a `Lexicon` from it: nothing below depends on where the phrases came from.
 """
 from __future__ import annotations
 
@@ -72,10 +72,15 @@ _OWN_TRIGGERS = {
 PRE_WORDS, POST_WORDS = 10, 5  # NegEx-style scope: a few words either side, within a clause
 
 
+def shared_data_dir() -> Path:
+  """The real public sample (never copied into the repo): $MEDJAX_SHARED_DATA, else
+  <repo>/../shared/data."""
+  default = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+  return Path(os.path.normpath(os.environ.get("MEDJAX_SHARED_DATA") or default))
+
+
 def default_lexicon_dir() -> Path:
-  shared = os.environ.get("MEDJAX_SHARED_DATA") or (
-      Path(__file__).resolve().parents[2] / ".." / "shared" / "data")
-  return Path(os.path.normpath(os.environ.get("MEDJAX_LEXICON") or Path(shared) / "lexicon"))
+  return Path(os.path.normpath(os.environ.get("MEDJAX_LEXICON") or shared_data_dir() / "lexicon"))
 
 
 def _read_lines(path: Path) -> tuple[str, ...]:
