@@ -15,6 +15,7 @@ import threading
 import grain
 import jax
 import orbax.checkpoint as ocp
+from flax import traverse_util
 from jax.experimental import multihost_utils
 
 # Config keys that must be equal to continue a run in the same workdir: they change what the
@@ -56,16 +57,10 @@ def save(mgr: ocp.CheckpointManager, step: int, state, data_iter, meta: dict) ->
     raise OSError(e.errno, f"Saving step {step} to {mgr.directory} failed{hint}: {e}") from e
 
 
-def _flat(tree: dict, prefix="") -> dict:
-  out = {}
-  for k, v in tree.items():
-    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-  return out
-
-
 def check_compatible(saved_meta: dict, meta: dict, where: str) -> None:
   """Raises if the run in `where` was made with another model, objectives or data."""
-  old, new = _flat(saved_meta.get("config", {})), _flat(meta["config"])
+  old, new = (traverse_util.flatten_dict(c, sep=".")
+              for c in (saved_meta.get("config", {}), meta["config"]))
   diff = sorted(k for k in set(old) | set(new)
                 if k.startswith(MUST_MATCH) and _norm(old.get(k)) != _norm(new.get(k)))
   if diff:

@@ -1,0 +1,162 @@
+"""A trained model for people who do not run medjax: safetensors weights + serialized encoders.
+
+An export directory holds
+  model.safetensors  every param, named by its path ("image.blocks.layers.3.mlp.up.kernel"):
+                     the scanned towers' stacked blocks are split into one tensor per layer, the
+                     layout PyTorch/Hugging Face checkpoints use. Kernels stay in JAX layout,
+                     inputs first ([in, out]; attention [embed, heads, head_dim]), so a
+                     torch.nn.Linear takes the transpose. No pickle anywhere.
+  config.json        the model config and the preprocessing a caller must repeat (image size,
+                     pixel mean/std, channels, text length, tokenizer file, special token ids).
+  tokenizer.model    the sentencepiece model of the run.
+  image_encoder.jax  jax.export (StableHLO): (weights, images [b, S, S, C] float32, normalised)
+                     -> unit image embeddings [b, proj_dim] float32, any batch size b.
+  text_encoder.jax   (weights, ids [b, T] int32, mask [b, T] bool) -> unit text embeddings.
+`weights` is the dict model.safetensors loads to, so serving needs jax (and safetensors), not
+medjax or flax: `jax.export.deserialize(blob).call(weights, images)`.
+"""
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, traverse_util
+from jax.sharding import PartitionSpec as P
+from safetensors.numpy import load_file, save_file
+
+ENCODERS = ("image_encoder", "text_encoder")
+# Backends the serialized encoders are lowered for; lowering needs none of the hardware.
+PLATFORMS = ("cpu", "cuda", "tpu")
+
+
+def _stacked(spec) -> bool:
+  """True for a leaf of a scanned tower: its leading axis is the `layers` one."""
+  return isinstance(spec, P) and len(spec) > 0 and spec[0] == "layers"
+
+
+def _layer_names(path: tuple, depth: int) -> list[str]:
+  """(image, blocks, layers, mlp, up, kernel) -> image.blocks.layers.<i>.mlp.up.kernel, i < depth"""
+  at = path.index("layers") + 1
+  return [_name(path[:at] + (i,) + path[at:]) for i in range(depth)]
+
+
+def _name(path: tuple) -> str:
+  return ".".join(map(str, path))
+
+
+def to_named(params, logical_specs) -> dict[str, np.ndarray]:
+  """Nested params -> flat {name: array}, stacked blocks split into `<path>.<i>` per layer."""
+  specs = traverse_util.flatten_dict(logical_specs)
+  named = {}
+  for path, value in traverse_util.flatten_dict(params).items():
+    value = np.asarray(value)
+    if _stacked(specs[path]):
+      for name, layer in zip(_layer_names(path, len(value)), value):
+        named[name] = np.ascontiguousarray(layer)
+    else:
+      named[_name(path)] = value
+  return named
+
+
+def from_named(named: dict, abstract_params, logical_specs):
+  """The inverse of `to_named` (jnp.stack, so it also runs inside a traced function). A missing
+  or extra name, or a shape that differs, raises a ValueError naming it."""
+  specs = traverse_util.flatten_dict(logical_specs)
+  used, flat = set(), {}
+  for path, like in traverse_util.flatten_dict(abstract_params).items():
+    if _stacked(specs[path]):
+      names = _layer_names(path, like.shape[0])
+    else:
+      names = [_name(path)]
+    missing = [n for n in names if n not in named]
+    if missing:
+      raise ValueError(f"weights lack {missing[0]} (and {len(missing) - 1} more of {path})")
+    parts = [named[n] for n in names]
+    value = jnp.stack(parts) if _stacked(specs[path]) else parts[0]
+    if value.shape != like.shape:
+      raise ValueError(f"weights {names[0]}: shape {value.shape}, the model needs {like.shape}")
+    flat[path], used = value, used | set(names)
+  extra = sorted(set(named) - used)
+  if extra:
+    raise ValueError(f"weights have {len(extra)} names the model does not, e.g. {extra[0]}")
+  return traverse_util.unflatten_dict(flat)
+
+
+def _encoders(graphdef, abstract_params, logical_specs) -> dict:
+  """The two serving functions, taking the named weights: name -> fn(weights, *inputs)."""
+  def model(named):
+    return nnx.merge(graphdef, from_named(named, abstract_params, logical_specs))
+
+  def image_encoder(named, images):
+    m = model(named)
+    return m.embed_image(m.encode_image(images)[1])
+
+  def text_encoder(named, ids, mask):
+    m = model(named)
+    return m.embed_text(m.encode_text(ids, mask)[1])
+
+  return dict(image_encoder=image_encoder, text_encoder=text_encoder)
+
+
+def export(config, graphdef, params, logical_specs, tokenizer_path: str, out_dir: str) -> dict:
+  """Writes the export directory (see the module docstring); returns its config.json dict."""
+  os.makedirs(out_dir, exist_ok=True)
+  named = to_named(params, logical_specs)
+  save_file(named, os.path.join(out_dir, "model.safetensors"), metadata={"format": "medjax"})
+  shutil.copyfile(tokenizer_path, os.path.join(out_dir, "tokenizer.model"))
+  d, im = config.data, config.model.image
+  spec = dict(
+      model=config.model.to_dict(),
+      preprocess=dict(image_size=int(d.image_size), channels=int(d.channels),
+                      mean=float(d.mean), std=float(d.std), text_len=int(d.text_len),
+                      tokenizer="tokenizer.model",
+                      image="grayscale, resized to image_size x image_size (bilinear), /255, "
+                            "then (x - mean) / std; layout [b, S, S, C]",
+                      text="ids: the tokenizer's bos id, its pieces, its eos id, cut to "
+                           "text_len with eos kept last, padded with its pad id; mask: the "
+                           "non-pad positions"),
+      weights="kernels [in..., out...] (JAX); scanned blocks: <tower>.blocks.layers.<i>.<param>")
+  with open(os.path.join(out_dir, "config.json"), "w") as f:
+    json.dump(spec, f, indent=2)
+
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+  weights = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in named.items()}
+  b = jax.export.symbolic_shape("b")[0]
+  size, t = int(d.image_size), int(d.text_len)
+  inputs = dict(
+      image_encoder=(jax.ShapeDtypeStruct((b, size, size, int(im.channels)), jnp.float32),),
+      text_encoder=(jax.ShapeDtypeStruct((b, t), jnp.int32), jax.ShapeDtypeStruct((b, t), bool)))
+  for name, fn in _encoders(graphdef, abstract, logical_specs).items():
+    exported = jax.export.export(jax.jit(fn), platforms=PLATFORMS)(weights, *inputs[name])
+    with open(os.path.join(out_dir, f"{name}.jax"), "wb") as f:
+      f.write(exported.serialize())
+  return spec
+
+
+def load(out_dir: str) -> tuple[dict, dict, dict]:
+  """(weights {name: array}, {encoder name: jax.export.Exported}, config.json dict)."""
+  weights = load_file(os.path.join(out_dir, "model.safetensors"))
+  with open(os.path.join(out_dir, "config.json")) as f:
+    spec = json.load(f)
+  fns = {}
+  for name in ENCODERS:
+    with open(os.path.join(out_dir, f"{name}.jax"), "rb") as f:
+      fns[name] = jax.export.deserialize(f.read())
+  return weights, fns, spec
+
+
+def round_trip_gaps(out_dir: str, model, batch: int = 2, seed: int = 0) -> dict[str, float]:
+  """Max abs difference between each reloaded encoder and `model` on random inputs."""
+  weights, fns, spec = load(out_dir)
+  pre, rng = spec["preprocess"], np.random.default_rng(seed)
+  size, t = pre["image_size"], pre["text_len"]
+  images = rng.normal(size=(batch, size, size, pre["channels"])).astype(np.float32)
+  ids = rng.integers(0, spec["model"]["text"]["vocab_size"], (batch, t), dtype=np.int32)
+  mask = np.arange(t)[None, :] < rng.integers(2, t + 1, (batch, 1))  # padded rows too
+  expected = dict(image_encoder=model.embed_image(model.encode_image(images)[1]),
+                  text_encoder=model.embed_text(model.encode_text(ids, mask)[1]))
+  inputs = dict(image_encoder=(images,), text_encoder=(ids, mask))
+  return {name: float(np.abs(np.asarray(fns[name].call(weights, *inputs[name])) -
+                             np.asarray(expected[name])).max()) for name in ENCODERS}
