@@ -1,10 +1,12 @@
-"""Linear probe on frozen image embeddings, pretrained vs random init (medjax/evals/linear_probe.py).
+"""Linear probe on frozen image embeddings: pretrained vs random (medjax/evals/linear_probe.py).
 
   python launch/probe.py --config configs/medmllm_s.py --workdir runs/medmllm_s \
       --config.data.dir=$HOME/medjax_data
 
-Prints JSON: AUROC mean and spread over 25 patient-grouped folds for each init, and the
-per-fold gain of pretrained over random (mean, spread, folds where it is better).
+Prints JSON: AUROC mean and spread over 25 patient-grouped folds for the pretrained tower, the
+mean of --random_inits random towers (each seed's AUROC too) and pooled pixels; the gain of
+pretrained over the random mean per fold (mean, spread, folds where it is better) and on the
+out-of-fold predictions, with a 95% patient-bootstrap interval.
 """
 import json
 import os
@@ -20,12 +22,13 @@ from medjax.evals import linear_probe  # noqa: E402
 config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_config=True)
 flags.DEFINE_string("workdir", None, "The pretraining run to probe (its newest checkpoint).")
 flags.DEFINE_string("dataset", "covid_cxr", "TFDS dataset under config.data.dir with the labels.")
+flags.DEFINE_integer("random_inits", 8, "Random towers (seeds 0, 1, ...): their mean = baseline.")
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
-  print(json.dumps(linear_probe.run(f.config, f.workdir, f.dataset), indent=2))
+  print(json.dumps(linear_probe.run(f.config, f.workdir, f.dataset, f.random_inits), indent=2))
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 
 Embeds every X-ray of the dev data (train + validation splits) labelled covid19 or
 other_pneumonia with the image tower (pooled ViT features, preprocessing of the eval pipeline),
-once with the params of a run's newest checkpoint (or of a given step directory) and once with
-a random init of the same config (and, as the floor, the pixels mean-pooled to 16 x 16), and
-scores a logistic regression by AUROC under patient-grouped, stratified 5-fold cross-validation
-(no patient on both sides), repeated over 5 shuffles. The gain of pretrained over random init is
-compared fold by fold and, on the out-of-fold predictions, with a patient bootstrap interval.
+once with the params of a run's newest checkpoint (or of a given step directory), once with each
+of several random inits of the same config (and, as the floor, the pixels mean-pooled to 16 x 16),
+and scores a logistic regression by AUROC under patient-grouped, stratified 5-fold
+cross-validation (no patient on both sides), repeated over 5 shuffles. The baseline is the mean
+over the random inits: one random tower's AUROC depends on its seed by several points, so a gain
+over a single seed can be that seed's bad luck. The gain of pretrained over that mean is compared
+fold by fold and, on the out-of-fold predictions, with a patient bootstrap interval.
 Only pixels are used: the clinical notes, which often name the diagnosis, are not.
 """
 import jax
@@ -76,30 +78,39 @@ def cv_auroc(features, labels, groups, repeats: int = 5) -> tuple[list[float], n
   return scores, oof
 
 
-def paired_bootstrap(oof_a, oof_b, labels, groups, samples: int = 2000, seed: int = 0) -> dict:
-  """AUROC(a) - AUROC(b) on out-of-fold predictions, with a 95% interval from resampling
-  patients (all images of a drawn patient go in together) and the share of resamples where a
-  is not better: how sure "a beats b" is, given the few patients."""
+def paired_bootstrap(oof_a, oofs_b: list, labels, groups, samples: int = 2000,
+                     seed: int = 0) -> dict:
+  """AUROC(a) minus the mean AUROC of the baselines `oofs_b`, on out-of-fold predictions, with a
+  95% interval from resampling patients (all images of a drawn patient go in together) and the
+  share of resamples where a is not better: how sure "a beats b" is, given the few patients."""
   rng = np.random.default_rng(seed)
   patients, index = np.unique(groups, return_inverse=True)
   members = [np.flatnonzero(index == i) for i in range(len(patients))]
+
+  def gain(rows):
+    return (roc_auc_score(labels[rows], oof_a[rows]) -
+            np.mean([roc_auc_score(labels[rows], b[rows]) for b in oofs_b]))
+
   diffs = []
   while len(diffs) < samples:
     rows = np.concatenate([members[i] for i in rng.integers(len(patients), size=len(patients))])
     if labels[rows].min() == labels[rows].max():
       continue  # one class only: no AUROC
-    diffs.append(roc_auc_score(labels[rows], oof_a[rows]) -
-                 roc_auc_score(labels[rows], oof_b[rows]))
+    diffs.append(gain(rows))
   low, high = np.percentile(diffs, [2.5, 97.5])
-  return dict(oof_gain=float(roc_auc_score(labels, oof_a) - roc_auc_score(labels, oof_b)),
-              ci95=[float(low), float(high)], share_not_better=float(np.mean(np.array(diffs) <= 0)))
+  return dict(oof_gain=float(gain(np.arange(len(labels)))), ci95=[float(low), float(high)],
+              share_not_better=float(np.mean(np.array(diffs) <= 0)))
 
 
-def run(config, workdir: str, dataset: str = "covid_cxr") -> dict:
+def run(config, workdir: str, dataset: str = "covid_cxr", random_inits: int = 8) -> dict:
+  """Pretrained (`workdir`) vs the mean of `random_inits` random towers (seeds 0, 1, ...)."""
   images, labels, patients = labelled_images(config, dataset)
   ts = state_lib.setup(config, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
-  inits = {"pretrained": checkpoint.load_params(workdir, ts.abstract_state["params"]),
-           "random_init": state_lib.init(config, ts)["params"]}
+  inits = {"pretrained": checkpoint.load_params(workdir, ts.abstract_state["params"])}
+  for seed in range(random_inits):
+    seeded = config.copy_and_resolve_references()
+    seeded.seed = seed
+    inits[f"random_init_{seed}"] = state_lib.init(seeded, ts)["params"]
   out = dict(images=len(labels), patients=len(set(patients)), positives=int(labels.sum()),
              task=f"{POSITIVE} vs {NEGATIVE}", workdir=workdir)
   features = {name: embed(ts.graphdef, params, images) for name, params in inits.items()}
@@ -108,12 +119,18 @@ def run(config, workdir: str, dataset: str = "covid_cxr") -> dict:
   for name, feats in features.items():
     folds, oof[name] = cv_auroc(feats, labels, patients)
     scores[name] = np.array(folds)
+  randoms = [f"random_init_{seed}" for seed in range(random_inits)]
+  scores["random_init"] = np.mean([scores[r] for r in randoms], axis=0)
+  for name in ("pretrained", "random_init", "pixels_16x16"):
     out[name] = dict(auroc_mean=float(scores[name].mean()), auroc_std=float(scores[name].std()),
                      folds=len(scores[name]))
-  # Both inits meet the same folds: the per-fold difference is the sharper comparison (the
+  seed_means = [float(scores[r].mean()) for r in randoms]
+  out["random_init"].update(per_seed=seed_means, seed_std=float(np.std(seed_means)))
+  # All inits meet the same folds: the per-fold difference is the sharper comparison (the
   # spread across folds is mostly which patients land in the small test fold).
   gain = scores["pretrained"] - scores["random_init"]
   out["gain"] = dict(mean=float(gain.mean()), std=float(gain.std()),
                      folds_better=int((gain > 0).sum()),
-                     **paired_bootstrap(oof["pretrained"], oof["random_init"], labels, patients))
+                     **paired_bootstrap(oof["pretrained"], [oof[r] for r in randoms], labels,
+                                        patients))
   return out

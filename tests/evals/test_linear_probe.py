@@ -19,10 +19,14 @@ def test_cv_auroc_separates_signal_from_noise():
                                                           for x in (signal, noise))
   assert np.mean(signal_folds) > 0.9 and abs(np.mean(noise_folds) - 0.5) < 0.1
   # Signal beats noise with an interval far from 0; noise against itself is a wash.
-  sure = probe.paired_bootstrap(signal_oof, noise_oof, labels, groups, samples=300)
+  sure = probe.paired_bootstrap(signal_oof, [noise_oof], labels, groups, samples=300)
   assert sure["ci95"][0] > 0.2 and sure["share_not_better"] == 0.0
-  wash = probe.paired_bootstrap(noise_oof, noise_oof, labels, groups, samples=300)
+  wash = probe.paired_bootstrap(noise_oof, [noise_oof], labels, groups, samples=300)
   assert wash["oof_gain"] == 0.0 and wash["ci95"] == [0.0, 0.0] and wash["share_not_better"] == 1.0
+  # Against several baselines the gain is over their mean: signal vs (signal, noise) is half of
+  # signal vs noise.
+  half = probe.paired_bootstrap(signal_oof, [signal_oof, noise_oof], labels, groups, samples=300)
+  assert np.isclose(half["oof_gain"], sure["oof_gain"] / 2)
 
 
 def test_pooled_pixels_averages_blocks():
@@ -38,7 +42,7 @@ def test_probe_runs_on_the_real_dev_data(covid_data_dir, shared_data, tmp_path):
   config.data.dir = str(covid_data_dir)
   config.update(dict(total_steps=2, log_every=2, mesh=dict(data=1, fsdp=1, tensor=1)))
   trainer.train(config, str(tmp_path), devices=jax.devices()[:1])
-  result = probe.run(config, str(tmp_path))
+  result = probe.run(config, str(tmp_path), random_inits=3)
   rows = list(csv.DictReader(open(shared_data / "covid-chestxray" / "metadata.csv")))
   wanted = [r for r in rows if r["label"] in (probe.POSITIVE, probe.NEGATIVE)]
   assert result["images"] == len(wanted)
@@ -46,6 +50,10 @@ def test_probe_runs_on_the_real_dev_data(covid_data_dir, shared_data, tmp_path):
   assert result["patients"] == len({r["patient_group"] for r in wanted})
   for init in ("pretrained", "random_init", "pixels_16x16"):
     assert 0.0 <= result[init]["auroc_mean"] <= 1.0 and result[init]["folds"] == 25
+  # The baseline is the mean of the random inits, which differ from each other.
+  seeds = result["random_init"]["per_seed"]
+  assert len(seeds) == 3 and len(set(seeds)) == 3
+  assert np.isclose(result["random_init"]["auroc_mean"], np.mean(seeds))
   gain = result["pretrained"]["auroc_mean"] - result["random_init"]["auroc_mean"]
   assert np.isclose(result["gain"]["mean"], gain) and 0 <= result["gain"]["folds_better"] <= 25
   low, high = result["gain"]["ci95"]
