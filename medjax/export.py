@@ -7,7 +7,7 @@ An export directory holds
                      inputs first ([in, out]; attention [embed, heads, head_dim]), so a
                      torch.nn.Linear takes the transpose. No pickle anywhere.
   config.json        the model config and the preprocessing a caller must repeat (image size,
-                     pixel mean/std, channels, text length, tokenizer file, special token ids).
+                     pixel mean/std, channels, text length, tokenizer file, how ids are built).
   tokenizer.model    the sentencepiece model of the run.
   image_encoder.jax  jax.export (StableHLO): (weights, images [b, S, S, C] float32, normalised)
                      -> unit image embeddings [b, proj_dim] float32, any batch size b.
