@@ -4,7 +4,8 @@
       --config.data.dir=$HOME/medjax_data
 
 Prints JSON: AUROC mean and spread over 25 patient-grouped folds for the pretrained tower, the
-mean of --random_inits random towers (each seed's AUROC too) and pooled pixels; the gain of
+mean of --random_inits random towers (each seed's AUROC too) and two floors without a network
+(pooled pixels; each image's brightness and contrast); the gain of
 pretrained over the random mean per fold (mean, spread, folds where it is better) and on the
 out-of-fold predictions, with a 95% patient-bootstrap interval.
 """

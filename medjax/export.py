@@ -7,7 +7,8 @@ An export directory holds
                      inputs first ([in, out]; attention [embed, heads, head_dim]), so a
                      torch.nn.Linear takes the transpose. No pickle anywhere.
   config.json        the model config and the preprocessing a caller must repeat (image size,
-                     pixel mean/std, channels, text length, tokenizer file, how ids are built).
+                     pixel normalisation, channels, text length, tokenizer file, how ids are
+                     built).
   tokenizer.model    the sentencepiece model of the run.
   image_encoder.jax  jax.export (StableHLO): (weights, images [b, S, S, C] float32, normalised)
                      -> unit image embeddings [b, proj_dim] float32, any batch size b.
@@ -110,10 +111,12 @@ def export(config, graphdef, params, logical_specs, tokenizer_path: str, out_dir
   spec = dict(
       model=config.model.to_dict(),
       preprocess=dict(image_size=int(d.image_size), channels=int(d.channels),
-                      mean=float(d.mean), std=float(d.std), text_len=int(d.text_len),
-                      tokenizer="tokenizer.model",
+                      mean=float(d.mean), std=float(d.std), normalize=str(d.normalize),
+                      text_len=int(d.text_len), tokenizer="tokenizer.model",
                       image="grayscale, resized to image_size x image_size (bilinear), /255, "
-                            "then (x - mean) / std; layout [b, S, S, C]",
+                            "then (x - mean) / std if normalize is 'dataset', or each image "
+                            "(x - x.mean()) / max(x.std(), 1e-3) if 'per_image'; "
+                            "layout [b, S, S, C]",
                       text="ids: the tokenizer's bos id, its pieces, its eos id, cut to "
                            "text_len with eos kept last, padded with its pad id; mask: the "
                            "non-pad positions"),

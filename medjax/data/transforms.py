@@ -20,7 +20,11 @@ from medjax.data.tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 _LOG_ASPECT = (math.log(3 / 4), math.log(4 / 3))  # random resized crop: width / height range
-_JITTER = 0.1  # max brightness shift and relative contrast change, in [0, 1] pixel units
+NORMALIZE = ("dataset", "per_image")  # data.normalize: see configs/base.py
+_MIN_STD = 1e-3
+# Max brightness shift and relative contrast change, in [0, 1] pixel units. With
+# data.normalize="per_image" only its clipping survives.
+_JITTER = 0.1
 _FRONTAL = ("PA", "AP")
 _UNDECODABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 # Labels whose entity has another name: a non-COVID pneumonia is a pneumonia.
@@ -74,6 +78,9 @@ class Example:
   def __init__(self, data_cfg, tokenizer: Tokenizer, *, labels, entities, train: bool):
     self.size, self.channels = int(data_cfg.image_size), int(data_cfg.channels)
     self.mean, self.std = float(data_cfg.mean), float(data_cfg.std)
+    if data_cfg.normalize not in NORMALIZE:
+      raise ValueError(f"data.normalize={data_cfg.normalize!r}: expected one of {NORMALIZE}")
+    self.per_image = data_cfg.normalize == "per_image"
     self.crop_scale = tuple(float(s) for s in data_cfg.crop_scale)
     self.text_len, self.sentence_len = int(data_cfg.text_len), int(data_cfg.sentence_len)
     self.mlm_rate = float(data_cfg.mlm_rate)
@@ -176,7 +183,10 @@ class Example:
     return np.asarray(out, np.float32) / 255.0
 
   def _model_input(self, x: np.ndarray) -> np.ndarray:
-    x = ((x - self.mean) / self.std).astype(np.float32)
+    if self.per_image:  # a blank image has no contrast to scale: floor the std
+      x = ((x - x.mean()) / max(float(x.std()), _MIN_STD)).astype(np.float32)
+    else:
+      x = ((x - self.mean) / self.std).astype(np.float32)
     return np.repeat(x[..., None], self.channels, axis=-1)
 
   def _text(self, text: str, rng: np.random.Generator) -> dict:

@@ -48,7 +48,7 @@ def test_probe_runs_on_the_real_dev_data(covid_data_dir, shared_data, tmp_path):
   assert result["images"] == len(wanted)
   assert result["positives"] == sum(r["label"] == probe.POSITIVE for r in wanted)
   assert result["patients"] == len({r["patient_group"] for r in wanted})
-  for init in ("pretrained", "random_init", "pixels_16x16"):
+  for init in ("pretrained", "random_init") + probe.FLOORS:
     assert 0.0 <= result[init]["auroc_mean"] <= 1.0 and result[init]["folds"] == 25
   # The baseline is the mean of the random inits, which differ from each other.
   seeds = result["random_init"]["per_seed"]
