@@ -7,7 +7,8 @@ Prints JSON: AUROC mean and spread over 25 patient-grouped folds for the pretrai
 mean of --random_inits random towers (each seed's AUROC too) and two floors without a network
 (pooled pixels; each image's brightness and contrast); the gain of
 pretrained over the random mean per fold (mean, spread, folds where it is better) and on the
-out-of-fold predictions, with a 95% patient-bootstrap interval.
+out-of-fold predictions, with a 95% patient-bootstrap interval; `unseen` repeats that on the
+validation split's images alone, which pretraining never read.
 """
 import json
 import os

@@ -3,6 +3,7 @@ import csv
 
 import jax
 import numpy as np
+import tensorflow_datasets as tfds
 
 from configs import medmllm_tiny
 from launch import train as trainer
@@ -58,3 +59,10 @@ def test_probe_runs_on_the_real_dev_data(covid_data_dir, shared_data, tmp_path):
   assert np.isclose(result["gain"]["mean"], gain) and 0 <= result["gain"]["folds_better"] <= 25
   low, high = result["gain"]["ci95"]
   assert low <= result["gain"]["oof_gain"] <= high
+  # The unseen part is the validation split: its images and patients, and its own comparison.
+  unseen = result["unseen"]
+  validation = tfds.data_source("covid_cxr", split="validation", data_dir=str(covid_data_dir),
+                                download=False)
+  ids = {r["study_id"].decode() for r in validation}
+  assert unseen["images"] == sum(r["file"] in ids for r in wanted) > 0
+  assert np.isclose(unseen["oof_gain"], unseen["pretrained_auroc"] - unseen["random_init_auroc"])
