@@ -82,7 +82,8 @@ def report_records(source: str, n: int, seed: int) -> list[dict]:
 def synth_cfg(**overrides) -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict(dict(
       dir="", name="", sources=(), tokenizer="", image_size=16, patch_size=4, channels=1,
-      text_len=40, sentence_len=16, mean=0.5, std=0.25, normalize="dataset", crop_scale=(0.6, 1.0), mlm_rate=0.15,
-      patient_pairs=0.5, num_workers=0, prefetch_buffer=2, withheld_labels=()))
+      text_len=40, sentence_len=16, mean=0.5, std=0.25, normalize="dataset",
+      crop_scale=(0.6, 1.0), mlm_rate=0.15, patient_pairs=0.5, num_workers=0, prefetch_buffer=2,
+      withheld_labels=()))
   cfg.update(overrides)
   return cfg
