@@ -163,21 +163,6 @@ def test_two_views_are_augmented_independently(synth_sources, synth_tokenizer):
   assert not np.array_equal(b["image"][rows], b["image2"][rows])
 
 
-@pytest.mark.parametrize("train", [True, False])
-def test_per_image_normalization(synth_sources, synth_tokenizer, train):
-  (b,) = _run(synth_sources, synth_tokenizer, 1, sd.synth_cfg(normalize="per_image"), train=train)
-  (ref,) = _run(synth_sources, synth_tokenizer, 1, train=train)
-  rows = b["has_image"]
-  for key in ("image", "image2"):
-    x = b[key][rows].reshape(rows.sum(), -1)
-    np.testing.assert_allclose(x.mean(axis=1), 0.0, atol=1e-5)
-    np.testing.assert_allclose(x.std(axis=1), 1.0, atol=1e-4)
-    # The same pixels as with the dataset statistics, up to each image's own affine map.
-    y = ref[key][rows].reshape(rows.sum(), -1)
-    for xi, yi in zip(x, y):
-      assert np.corrcoef(xi, yi)[0, 1] > 0.9999
-
-
 def test_each_epoch_covers_every_record(synth_sources, synth_tokenizer):
   records = synth_sources[0].records
   units = -(-len(records) // 2)
@@ -291,8 +276,6 @@ def test_config_and_record_errors(synth_sources, synth_tokenizer):
     _run(synth_sources, synth_tokenizer, 1, sd.synth_cfg(patch_size=None))
   with pytest.raises(ValueError, match="not a multiple"):
     _run(synth_sources, synth_tokenizer, 1, sd.synth_cfg(patch_size=5))
-  with pytest.raises(ValueError, match="data.normalize='minmax'"):
-    _run(synth_sources, synth_tokenizer, 1, sd.synth_cfg(normalize="minmax"))
   with pytest.raises(ValueError, match="not divisible"):
     _run(synth_sources, synth_tokenizer, 1, batch_size=6, process_count=2)
   v1 = dict(synth_sources[0].records[0])
