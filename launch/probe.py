@@ -2,13 +2,17 @@
 
   python launch/probe.py --config configs/medmllm_s.py --workdir runs/medmllm_s \
       --config.data.dir=$HOME/medjax_data
+  # several pretraining seeds of one recipe: repeat --workdir
+  python launch/probe.py --config configs/medmllm_s.py --workdir runs/s0 --workdir runs/s1 ...
 
-Prints JSON: AUROC mean and spread over 25 patient-grouped folds for the pretrained tower, the
-mean of --random_inits random towers (each seed's AUROC too) and two floors without a network
-(pooled pixels; each image's brightness and contrast); the gain of
-pretrained over the random mean per fold (mean, spread, folds where it is better) and on the
-out-of-fold predictions, with a 95% patient-bootstrap interval; `unseen` repeats that on the
-validation split's images alone, which pretraining never read.
+Prints JSON: AUROC mean and spread over 25 patient-grouped folds for the mean of the pretrained
+runs (each run's AUROC too), the mean of --random_inits random towers (each seed's AUROC too)
+and two floors without a network (pooled pixels; each image's brightness and contrast). Then the
+gain of pretrained over random: per fold (mean, spread, folds where it is better), on the
+out-of-fold predictions with a 95% patient-bootstrap interval, and `runs_vs_inits`, an exact
+permutation test with each run and each init as one unit (its p-value cannot go below
+1 / C(runs + inits, runs): one run needs more seeds to say much). `unseen` repeats the last two
+on the validation split's images alone, which pretraining never read.
 """
 import json
 import os
@@ -22,7 +26,8 @@ from ml_collections import config_flags  # noqa: E402
 from medjax.evals import linear_probe  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_config=True)
-flags.DEFINE_string("workdir", None, "The pretraining run to probe (its newest checkpoint).")
+flags.DEFINE_multi_string("workdir", None, "A pretraining run to probe (its newest "
+                          "checkpoint); repeat for several seeds of one recipe.")
 flags.DEFINE_string("dataset", "covid_cxr", "TFDS dataset under config.data.dir with the labels.")
 flags.DEFINE_integer("random_inits", 8, "Random towers (seeds 0, 1, ...): their mean = baseline.")
 

@@ -2,22 +2,27 @@
 
 Embeds every X-ray of the dev data (train + validation splits) labelled covid19 or
 other_pneumonia with the image tower (pooled ViT features, preprocessing of the eval pipeline),
-once with the params of a run's newest checkpoint (or of a given step directory), once with each
-of several random inits of the same config. Two floors need no network: the pixels mean-pooled
-to 16 x 16, and each image's brightness and contrast (its pixel mean and std). Each feature set
-is scored by a logistic regression's AUROC under patient-grouped, stratified 5-fold
-cross-validation (no patient on both sides), repeated over 5 shuffles. The baseline is the mean
-over the random inits: one random tower's AUROC depends on its seed by several points, so a gain
-over a single seed can be that seed's bad luck. The gain of pretrained over that mean is compared
-fold by fold and, on the out-of-fold predictions, with a patient bootstrap interval; the
-latter again on the validation split's images alone, which pretraining never saw.
-Only pixels are used: the clinical notes, which often name the diagnosis, are not.
+once with the params of each given pretraining run's newest checkpoint (or of a step directory),
+once with each of several random inits of the same config. Two floors need no network: the
+pixels mean-pooled to 16 x 16, and each image's brightness and contrast (its pixel mean and std).
+Each feature set is scored by a logistic regression's AUROC under patient-grouped, stratified
+5-fold cross-validation (no patient on both sides), repeated over 5 shuffles.
+
+Both sides are means over seeds: one tower's AUROC depends on its seed by several points, for a
+random init and for a pretraining run alike, so a gain of one run over one init can be luck.
+The gain of the pretrained mean over the random mean is compared fold by fold; on the
+out-of-fold predictions with a patient bootstrap interval (the data's noise, towers fixed); and
+with runs as the unit by an exact permutation test (the seeds' noise). The latter two again on
+the validation split's images alone, which pretraining never saw. Only pixels are used: the
+clinical notes, which often name the diagnosis, are not.
 
 The brightness/contrast floor is the shortcut to watch: on the covid-chestxray dev data those
 two numbers alone reach AUROC 0.65 (they track the source that published the image), and a random
 tower fed `data.normalize="dataset"` inputs reads them too. With "per_image" (the default) no
 tower can see them.
 """
+import itertools
+
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
@@ -97,9 +102,9 @@ def cv_auroc(features, labels, groups, repeats: int = 5) -> tuple[list[float], n
   return scores, oof
 
 
-def paired_bootstrap(oof_a, oofs_b: list, labels, groups, samples: int = 2000,
+def paired_bootstrap(oofs_a: list, oofs_b: list, labels, groups, samples: int = 2000,
                      seed: int = 0) -> dict:
-  """AUROC(a) minus the mean AUROC of the baselines `oofs_b`, on out-of-fold predictions, with a
+  """Mean AUROC of the towers `oofs_a` minus that of `oofs_b`, on out-of-fold predictions, with a
   95% interval from resampling patients (all images of a drawn patient go in together) and the
   share of resamples where a is not better: how sure "a beats b" is, given the few patients."""
   rng = np.random.default_rng(seed)
@@ -107,7 +112,7 @@ def paired_bootstrap(oof_a, oofs_b: list, labels, groups, samples: int = 2000,
   members = [np.flatnonzero(index == i) for i in range(len(patients))]
 
   def gain(rows):
-    return (roc_auc_score(labels[rows], oof_a[rows]) -
+    return (np.mean([roc_auc_score(labels[rows], a[rows]) for a in oofs_a]) -
             np.mean([roc_auc_score(labels[rows], b[rows]) for b in oofs_b]))
 
   diffs = []
@@ -121,17 +126,37 @@ def paired_bootstrap(oof_a, oofs_b: list, labels, groups, samples: int = 2000,
               share_not_better=float(np.mean(np.array(diffs) <= 0)))
 
 
-def run(config, workdir: str, dataset: str = "covid_cxr", random_inits: int = 8) -> dict:
-  """Pretrained (`workdir`) vs the mean of `random_inits` random towers (seeds 0, 1, ...)."""
+def permutation_test(a: list[float], b: list[float]) -> dict:
+  """Runs as the unit: is a pretraining run (AUROCs `a`, one per seed) better than a random init
+  (`b`)? The patient bootstrap holds the towers fixed; this counts their seed-to-seed spread.
+  -> mean(a) - mean(b), the share of (a, b) pairs where a is higher, and the exact one-sided
+  p-value: the share of all ways to split the pooled AUROCs into len(a) and len(b) whose mean
+  difference is at least the observed one (one run against 8 inits can reach 1/9 at best)."""
+  pooled, k = np.array(list(a) + list(b)), len(a)
+  total = pooled.sum()
+  observed = np.mean(a) - np.mean(b)
+  splits = np.array([pooled[list(c)].sum() for c in itertools.combinations(range(len(pooled)), k)])
+  diffs = splits / k - (total - splits) / (len(pooled) - k)
+  return dict(mean_gain=float(observed),
+              pairs_better=float(np.mean([x > y for x in a for y in b])),
+              p_value=float(np.mean(diffs >= observed - 1e-12)), runs=k, inits=len(b))
+
+
+def run(config, workdirs: list[str], dataset: str = "covid_cxr", random_inits: int = 8) -> dict:
+  """The pretraining runs `workdirs` (one recipe at one or several seeds) vs `random_inits`
+  random towers (seeds 0, 1, ...) of the same config; each side scores the mean of its towers."""
   images, labels, patients, unseen = labelled_images(config, dataset)
   ts = state_lib.setup(config, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
-  inits = {"pretrained": checkpoint.load_params(workdir, ts.abstract_state["params"])}
-  for seed in range(random_inits):
+  runs = [f"pretrained_{i}" for i in range(len(workdirs))]
+  randoms = [f"random_init_{seed}" for seed in range(random_inits)]
+  inits = {name: checkpoint.load_params(workdir, ts.abstract_state["params"])
+           for name, workdir in zip(runs, workdirs)}
+  for seed, name in enumerate(randoms):
     seeded = config.copy_and_resolve_references()
     seeded.seed = seed
-    inits[f"random_init_{seed}"] = state_lib.init(seeded, ts)["params"]
+    inits[name] = state_lib.init(seeded, ts)["params"]
   out = dict(images=len(labels), patients=len(set(patients)), positives=int(labels.sum()),
-             task=f"{POSITIVE} vs {NEGATIVE}", workdir=workdir)
+             task=f"{POSITIVE} vs {NEGATIVE}", workdirs=list(workdirs))
   features = {name: embed(ts.graphdef, params, images) for name, params in inits.items()}
   features["pixels_16x16"] = pooled_pixels(images, 16)  # floors: no network at all
   features["brightness_contrast"] = brightness_contrast(config, dataset)
@@ -139,28 +164,33 @@ def run(config, workdir: str, dataset: str = "covid_cxr", random_inits: int = 8)
   for name, feats in features.items():
     folds, oof[name] = cv_auroc(feats, labels, patients)
     scores[name] = np.array(folds)
-  randoms = [f"random_init_{seed}" for seed in range(random_inits)]
+  scores["pretrained"] = np.mean([scores[r] for r in runs], axis=0)
   scores["random_init"] = np.mean([scores[r] for r in randoms], axis=0)
   for name in ("pretrained", "random_init") + FLOORS:
     out[name] = dict(auroc_mean=float(scores[name].mean()), auroc_std=float(scores[name].std()),
                      folds=len(scores[name]))
+  run_means = [float(scores[r].mean()) for r in runs]
   seed_means = [float(scores[r].mean()) for r in randoms]
+  out["pretrained"].update(per_run=run_means, run_std=float(np.std(run_means)))
   out["random_init"].update(per_seed=seed_means, seed_std=float(np.std(seed_means)))
-  # All inits meet the same folds: the per-fold difference is the sharper comparison (the
+  # All towers meet the same folds: the per-fold difference is the sharper comparison (the
   # spread across folds is mostly which patients land in the small test fold).
   gain = scores["pretrained"] - scores["random_init"]
   out["gain"] = dict(mean=float(gain.mean()), std=float(gain.std()),
                      folds_better=int((gain > 0).sum()),
-                     **paired_bootstrap(oof["pretrained"], [oof[r] for r in randoms], labels,
-                                        patients))
+                     **paired_bootstrap([oof[r] for r in runs], [oof[r] for r in randoms],
+                                        labels, patients),
+                     runs_vs_inits=permutation_test(run_means, seed_means))
   # Pretraining read the train split's images with their notes, which often name the
   # diagnosis; the validation split's images it never saw. Their out-of-fold predictions say
   # whether a gain carries over to new images (few patients: a wide interval).
-  new = {name: o[unseen] for name, o in oof.items()}
+  new_labels = labels[unseen]
+  new = {name: roc_auc_score(new_labels, o[unseen]) for name, o in oof.items()}
   out["unseen"] = dict(
       images=int(unseen.sum()), patients=len(set(patients[unseen])),
-      pretrained_auroc=float(roc_auc_score(labels[unseen], new["pretrained"])),
-      random_init_auroc=float(np.mean([roc_auc_score(labels[unseen], new[r]) for r in randoms])),
-      **paired_bootstrap(new["pretrained"], [new[r] for r in randoms], labels[unseen],
-                         patients[unseen]))
+      pretrained_auroc=float(np.mean([new[r] for r in runs])),
+      random_init_auroc=float(np.mean([new[r] for r in randoms])),
+      **paired_bootstrap([oof[r][unseen] for r in runs], [oof[r][unseen] for r in randoms],
+                         new_labels, patients[unseen]),
+      runs_vs_inits=permutation_test([new[r] for r in runs], [new[r] for r in randoms]))
   return out

@@ -20,14 +20,30 @@ def test_cv_auroc_separates_signal_from_noise():
                                                           for x in (signal, noise))
   assert np.mean(signal_folds) > 0.9 and abs(np.mean(noise_folds) - 0.5) < 0.1
   # Signal beats noise with an interval far from 0; noise against itself is a wash.
-  sure = probe.paired_bootstrap(signal_oof, [noise_oof], labels, groups, samples=300)
+  sure = probe.paired_bootstrap([signal_oof], [noise_oof], labels, groups, samples=300)
   assert sure["ci95"][0] > 0.2 and sure["share_not_better"] == 0.0
-  wash = probe.paired_bootstrap(noise_oof, [noise_oof], labels, groups, samples=300)
+  wash = probe.paired_bootstrap([noise_oof], [noise_oof], labels, groups, samples=300)
   assert wash["oof_gain"] == 0.0 and wash["ci95"] == [0.0, 0.0] and wash["share_not_better"] == 1.0
   # Against several baselines the gain is over their mean: signal vs (signal, noise) is half of
   # signal vs noise.
-  half = probe.paired_bootstrap(signal_oof, [signal_oof, noise_oof], labels, groups, samples=300)
+  half = probe.paired_bootstrap([signal_oof], [signal_oof, noise_oof], labels, groups, samples=300)
   assert np.isclose(half["oof_gain"], sure["oof_gain"] / 2)
+  # Several towers on the a side too: (signal, noise) vs noise is again half.
+  both = probe.paired_bootstrap([signal_oof, noise_oof], [noise_oof], labels, groups, samples=300)
+  assert np.isclose(both["oof_gain"], sure["oof_gain"] / 2)
+
+
+def test_permutation_test_counts_every_split_of_the_seeds():
+  # 3 against (1, 2): of the 3 ways to pick one value, only picking 3 gains >= 1.5.
+  one = probe.permutation_test([3.0], [1.0, 2.0])
+  assert one == dict(mean_gain=1.5, pairs_better=1.0, p_value=1 / 3, runs=1, inits=2)
+  # Two runs above all three inits: the best of C(5, 2) = 10 splits.
+  above = probe.permutation_test([0.70, 0.80], [0.50, 0.60, 0.65])
+  assert np.isclose(above["p_value"], 0.1) and above["pairs_better"] == 1.0
+  # Interleaved: 0.6 loses to 0.65 and 0.7; 3 of 10 splits gain as much as (0.6, 0.8) does.
+  mixed = probe.permutation_test([0.60, 0.80], [0.50, 0.65, 0.70])
+  assert np.isclose(mixed["mean_gain"], 0.7 - 0.6166666) and mixed["pairs_better"] == 4 / 6
+  assert np.isclose(mixed["p_value"], 0.3)
 
 
 def test_pooled_pixels_averages_blocks():
@@ -41,9 +57,12 @@ def test_pooled_pixels_averages_blocks():
 def test_probe_runs_on_the_real_dev_data(covid_data_dir, shared_data, tmp_path):
   config = medmllm_tiny.get_config()
   config.data.dir = str(covid_data_dir)
-  config.update(dict(total_steps=2, log_every=2, mesh=dict(data=1, fsdp=1, tensor=1)))
+  config.update(dict(total_steps=2, log_every=2, checkpoint_every=1,
+                     mesh=dict(data=1, fsdp=1, tensor=1)))
   trainer.train(config, str(tmp_path), devices=jax.devices()[:1])
-  result = probe.run(config, str(tmp_path), random_inits=3)
+  # Two "runs": the workdir (its newest step, 2) and the step-1 directory.
+  result = probe.run(config, [str(tmp_path), str(tmp_path / "checkpoints" / "1")],
+                     random_inits=3)
   rows = list(csv.DictReader(open(shared_data / "covid-chestxray" / "metadata.csv")))
   wanted = [r for r in rows if r["label"] in (probe.POSITIVE, probe.NEGATIVE)]
   assert result["images"] == len(wanted)
@@ -55,6 +74,13 @@ def test_probe_runs_on_the_real_dev_data(covid_data_dir, shared_data, tmp_path):
   seeds = result["random_init"]["per_seed"]
   assert len(seeds) == 3 and len(set(seeds)) == 3
   assert np.isclose(result["random_init"]["auroc_mean"], np.mean(seeds))
+  runs = result["pretrained"]["per_run"]
+  assert len(runs) == 2 and runs[0] != runs[1]
+  assert np.isclose(result["pretrained"]["auroc_mean"], np.mean(runs))
+  # Runs as units: 2 runs against 3 inits, so the p-value is at least 1 / C(5, 2).
+  by_seed = result["gain"]["runs_vs_inits"]
+  assert (by_seed["runs"], by_seed["inits"]) == (2, 3) and 0.1 <= by_seed["p_value"] <= 1.0
+  assert np.isclose(by_seed["mean_gain"], np.mean(runs) - np.mean(seeds))
   gain = result["pretrained"]["auroc_mean"] - result["random_init"]["auroc_mean"]
   assert np.isclose(result["gain"]["mean"], gain) and 0 <= result["gain"]["folds_better"] <= 25
   low, high = result["gain"]["ci95"]
