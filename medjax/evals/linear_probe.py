@@ -185,7 +185,7 @@ def run(config, workdirs: list[str], dataset: str = "covid_cxr", random_inits: i
   # diagnosis; the validation split's images it never saw. Their out-of-fold predictions say
   # whether a gain carries over to new images (few patients: a wide interval).
   new_labels = labels[unseen]
-  new = {name: roc_auc_score(new_labels, o[unseen]) for name, o in oof.items()}
+  new = {name: roc_auc_score(new_labels, oof[name][unseen]) for name in runs + randoms}
   out["unseen"] = dict(
       images=int(unseen.sum()), patients=len(set(patients[unseen])),
       pretrained_auroc=float(np.mean([new[r] for r in runs])),
