@@ -5,8 +5,9 @@ ones. The encoder is then fine-tuned for diagnosis.
   python launch/train.py --config configs/mae_cxr.py --workdir runs/mae_cxr
   python launch/train.py --config configs/mae_cxr.py:tiny --workdir /tmp/mae_tiny  # CPU
 
-Fine-tuning: launch/finetune.py (design section 6) does not exist yet; meanwhile a following
-stage can start from these weights with --config.init_from=runs/mae_cxr.
+Fine-tuning for diagnosis with few labels (frozen or whole tower):
+  python launch/finetune.py --config configs/mae_cxr.py --workdir runs/mae_cxr --mode full
+A following pretraining stage can start from these weights with --config.init_from=runs/mae_cxr.
 
 Differs from the paper: 100k steps at batch 256 instead of 800-1600 ImageNet epochs at batch
 4096 (lr scaled by batch / 256 as in the paper); grayscale chest X-rays; the text tower is built

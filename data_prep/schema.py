@@ -13,7 +13,7 @@ from medjax.data import entities
 SCHEMA_VERSION = 2
 TEXT_FIELDS = ("findings", "impression", "notes")
 ID_FIELDS = ("patient_id", "study_id", "source")
-OUTCOMES = ("survival", "intubated", "went_icu", "needed_supplemental_O2")
+OUTCOMES = entities.OUTCOMES
 VIEWS = ("PA", "AP", "LATERAL", "")
 NOT_STATED = -2  # label code; the others: 1 positive, 0 negative, -1 uncertain
 FIELDS = ("images", "views", *TEXT_FIELDS, *ID_FIELDS, "labels", "entities", *OUTCOMES)

@@ -30,6 +30,8 @@ ENTITIES = CHEXPERT + (
     "covid19", "ground_glass_opacity", "viral_pneumonia", "bacterial_pneumonia", "interstitial",
     "ards",
 )
+# Prognosis outcomes a record may carry (1 yes, 0 no, -1 not stated).
+OUTCOMES = ("survival", "intubated", "went_icu", "needed_supplemental_O2")
 PRESENT, NOT_MENTIONED, NEGATED, UNCERTAIN = 1, 0, -1, 2
 _RANK = {PRESENT: 3, UNCERTAIN: 2, NEGATED: 1, NOT_MENTIONED: 0}  # CheXpert's mention aggregation
 

@@ -25,50 +25,15 @@ import itertools
 
 import jax
 import numpy as np
-import tensorflow_datasets as tfds
-from flax import nnx
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from medjax import sharding
-from medjax.data import entities, pipeline
-from medjax.data.transforms import Example
+from medjax.evals.labelled import NEGATIVE, POSITIVE, embed, labelled_images, logistic_probe
 from medjax.train import checkpoint
 from medjax.train import state as state_lib
 
-POSITIVE, NEGATIVE = "covid19", "other_pneumonia"
 FLOORS = ("pixels_16x16", "brightness_contrast")
-
-
-def labelled_images(config, dataset: str):
-  """(images [n,S,S,C], labels [n] 1 = POSITIVE, patient ids [n], unseen [n] True for the
-  validation split, which pretraining never reads) of the dev splits."""
-  data_cfg = config.data.copy_and_resolve_references()
-  data_cfg.patch_size = config.model.image.patch_size
-  example = Example(data_cfg, pipeline.load_tokenizer(data_cfg), labels=entities.LABELS,
-                    entities=entities.ENTITIES, train=False)
-  pos, neg = entities.LABELS.index(POSITIVE), entities.LABELS.index(NEGATIVE)
-  images, labels, patients, unseen = [], [], [], []
-  rng = np.random.default_rng(0)  # only feeds text masking, which the probe does not read
-  for split in ("train", "validation"):
-    for record in tfds.data_source(dataset, split=split, data_dir=data_cfg.dir, download=False):
-      lab = np.asarray(record["labels"])
-      if len(record["images"]) == 0 or (lab[pos] == 1) == (lab[neg] == 1):
-        continue  # no image, or not exactly one of the two classes
-      images.append(example.row((dataset, record), rng)["image"])
-      labels.append(int(lab[pos] == 1))
-      patients.append(record["patient_id"].decode())
-      unseen.append(split == "validation")
-  return np.stack(images), np.array(labels), np.array(patients), np.array(unseen)
-
-
-def embed(graphdef, params, images: np.ndarray, batch: int = 32) -> np.ndarray:
-  fn = jax.jit(lambda p, x: nnx.merge(graphdef, p).encode_image(x)[1])
-  return np.concatenate([np.asarray(fn(params, images[i:i + batch]))
-                         for i in range(0, len(images), batch)])
 
 
 def pooled_pixels(images: np.ndarray, side: int) -> np.ndarray:
@@ -94,7 +59,7 @@ def cv_auroc(features, labels, groups, repeats: int = 5) -> tuple[list[float], n
   for seed in range(repeats):
     folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
     for train, test in folds.split(features, labels, groups):
-      probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
+      probe = logistic_probe()
       probe.fit(features[train], labels[train])
       p = probe.predict_proba(features[test])[:, 1]
       scores.append(roc_auc_score(labels[test], p))

@@ -1,12 +1,9 @@
 """The linear probe that compares pretrained and random image embeddings."""
 import csv
 
-import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-from configs import medmllm_tiny
-from launch import train as trainer
 from medjax.evals import linear_probe as probe
 
 
@@ -54,14 +51,10 @@ def test_pooled_pixels_averages_blocks():
                                          images[0, 2:, :2].mean(), images[0, 2:, 2:].mean()])
 
 
-def test_probe_runs_on_the_real_dev_data(covid_data_dir, shared_data, tmp_path):
-  config = medmllm_tiny.get_config()
-  config.data.dir = str(covid_data_dir)
-  config.update(dict(total_steps=2, log_every=2, checkpoint_every=1,
-                     mesh=dict(data=1, fsdp=1, tensor=1)))
-  trainer.train(config, str(tmp_path), devices=jax.devices()[:1])
+def test_probe_runs_on_the_real_dev_data(tiny_run, covid_data_dir, shared_data):
+  config, workdir = tiny_run
   # Two "runs": the workdir (its newest step, 2) and the step-1 directory.
-  result = probe.run(config, [str(tmp_path), str(tmp_path / "checkpoints" / "1")],
+  result = probe.run(config, [str(workdir), str(workdir / "checkpoints" / "1")],
                      random_inits=3)
   rows = list(csv.DictReader(open(shared_data / "covid-chestxray" / "metadata.csv")))
   wanted = [r for r in rows if r["label"] in (probe.POSITIVE, probe.NEGATIVE)]

@@ -1,0 +1,122 @@
+"""Few-label fine-tuning: diagnosis or prognosis from the X-ray alone, with 1%, 10% or 100% of
+the labels, as Med-MLLM is evaluated (design section 6).
+
+For each label fraction and seed, the training set is a stratified sample of the train split's
+patients with all their images: per class, round(fraction x its patients), at least one, drawn
+afresh for each seed. The score is AUROC on the validation split, whose patients are never
+trained on. Two modes:
+- "linear": the image tower frozen, a logistic regression on its pooled features;
+- "full": the image tower and a linear head trained together (AdamW; the eval preprocessing,
+  no augmentation), from the given run's params.
+Without a pretraining run the tower is a random init of the config (its `seed`): the
+from-scratch baseline to compare with. Reported per fraction: the mean and spread over seeds.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from sklearn.metrics import roc_auc_score
+
+from medjax import sharding
+from medjax.evals.labelled import embed, labelled_images, logistic_probe
+from medjax.train import checkpoint
+from medjax.train import state as state_lib
+
+MODES = ("linear", "full")
+
+
+def sample_patients(patients: np.ndarray, labels: np.ndarray, fraction: float,
+                    seed: int) -> np.ndarray:
+  """Row mask of a stratified patient sample: per class (a patient's class is its highest image
+  label), round(fraction x its patients), at least one. Seeded, so a fraction and seed always
+  give the same patients."""
+  if not 0.0 < fraction <= 1.0:
+    raise ValueError(f"label fraction {fraction} is not in (0, 1]")
+  rng = np.random.default_rng(seed)
+  names, index = np.unique(patients, return_inverse=True)
+  patient_label = np.zeros(len(names), int)
+  np.maximum.at(patient_label, index, labels)
+  chosen = []
+  for c in (0, 1):
+    pool = names[patient_label == c]
+    if len(pool) == 0:
+      raise ValueError(f"no training patient of class {c}: cannot sample both classes")
+    chosen.extend(rng.choice(pool, max(1, round(fraction * len(pool))), replace=False))
+  return np.isin(patients, chosen)
+
+
+def train_full(tower: nnx.Module, images, labels, *, steps: int, lr: float, batch_size: int,
+               seed: int):
+  """Trains the image tower (a copy) and a zero-initialised linear head on (images, labels)
+  with a sigmoid cross-entropy. -> (score_fn(images) -> logits [n], the loss of each step)."""
+  graphdef, state = nnx.split(tower)
+  width = tower(images[:1])[1].shape[1]
+  trainable = dict(tower=nnx.to_pure_dict(state), head=dict(w=jnp.zeros(width), b=jnp.zeros(())))
+  tx = optax.adamw(lr)
+
+  def logits(tr, x):
+    return nnx.merge(graphdef, tr["tower"])(x)[1] @ tr["head"]["w"] + tr["head"]["b"]
+
+  @jax.jit
+  def step(tr, opt, x, y):
+    loss, grads = jax.value_and_grad(
+        lambda t: optax.sigmoid_binary_cross_entropy(logits(t, x), y).mean())(tr)
+    updates, opt = tx.update(grads, opt, tr)
+    return optax.apply_updates(tr, updates), opt, loss
+
+  rng = np.random.default_rng(seed)
+  opt, losses = tx.init(trainable), []
+  batch = min(batch_size, len(images))  # a 1% sample can be smaller than one batch
+  for _ in range(steps):
+    rows = rng.choice(len(images), batch, replace=False)
+    trainable, opt, loss = step(trainable, opt, images[rows], labels[rows].astype(np.float32))
+    losses.append(float(loss))
+  score = jax.jit(logits)
+  return (lambda x: np.concatenate([np.asarray(score(trainable, x[i:i + 32]))
+                                    for i in range(0, len(x), 32)])), losses
+
+
+def run(config, workdir: str | None, task: str = "diagnosis", fractions=(0.01, 0.1, 1.0),
+        seeds: int = 5, mode: str = "linear", dataset: str = "covid_cxr", steps: int = 100,
+        lr: float = 1e-4, batch_size: int = 32) -> dict:
+  """AUROC on the validation split after training on each label fraction, for `seeds` seeds."""
+  if mode not in MODES:
+    raise ValueError(f"unknown mode {mode!r}; known: {MODES}")
+  images, labels, patients, unseen = labelled_images(config, dataset, task)
+  train, held = ~unseen, unseen
+  if len(set(labels[held])) < 2:
+    raise ValueError(f"{dataset} validation split: {task!r} has one class only; no AUROC")
+  ts = state_lib.setup(config, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
+  if workdir:
+    params = checkpoint.load_params(workdir, ts.abstract_state["params"])
+  else:
+    params = state_lib.init(config, ts)["params"]
+  out = dict(task=task, mode=mode, dataset=dataset,
+             tower=workdir or f"random init (seed {config.seed})",
+             train=dict(images=int(train.sum()), patients=len(set(patients[train]))),
+             validation=dict(images=int(held.sum()), patients=len(set(patients[held])),
+                             positives=int(labels[held].sum())),
+             fractions={})
+  if mode == "linear":
+    features = embed(ts.graphdef, params, images)
+  for fraction in fractions:
+    rows = dict(auroc=[], patients=[], images=[])
+    for seed in range(seeds):
+      picked = np.flatnonzero(train)[sample_patients(patients[train], labels[train],
+                                                     fraction, seed)]
+      if mode == "linear":
+        probe = logistic_probe().fit(features[picked], labels[picked])
+        scores = probe.predict_proba(features[held])[:, 1]
+      else:
+        score_fn, _ = train_full(nnx.merge(ts.graphdef, params).image, images[picked],
+                                 labels[picked], steps=steps, lr=lr, batch_size=batch_size,
+                                 seed=seed)
+        scores = score_fn(images[held])
+      rows["auroc"].append(float(roc_auc_score(labels[held], scores)))
+      rows["patients"].append(len(set(patients[picked])))
+      rows["images"].append(len(picked))
+    out["fractions"][str(fraction)] = dict(
+        auroc_mean=float(np.mean(rows["auroc"])), auroc_std=float(np.std(rows["auroc"])),
+        per_seed=rows["auroc"], train_patients=rows["patients"], train_images=rows["images"])
+  return out
