@@ -124,7 +124,7 @@ def get_config(arg=None):
   c.log_every = 10  # steps between metric writes (each one syncs the host)
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
-  c.init_from = ""  # a workdir or checkpoint step dir: start from its params (not its optimizer)
+  c.init_from = ""  # a workdir, step dir or export: start from its params (not its optimizer)
   # Write the sha256 of every batch this process reads to batch_digests.<process>.jsonl, to
   # prove a resumed run saw exactly the data of an uninterrupted one (cheap; off by default).
   c.record_batch_digests = False

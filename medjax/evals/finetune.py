@@ -89,7 +89,7 @@ def run(config, workdir: str | None, task: str = "diagnosis", fractions=(0.01, 0
     raise ValueError(f"{dataset} validation split: {task!r} has one class only; no AUROC")
   ts = state_lib.setup(config, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
   if workdir:
-    params = checkpoint.load_params(workdir, ts.abstract_state["params"])
+    params = checkpoint.load_params(workdir, ts.abstract_state["params"], ts.logical_specs)
   else:
     params = state_lib.init(config, ts)["params"]
   out = dict(task=task, mode=mode, dataset=dataset,

@@ -114,7 +114,7 @@ def run(config, workdirs: list[str], dataset: str = "covid_cxr", random_inits: i
   ts = state_lib.setup(config, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
   runs = [f"pretrained_{i}" for i in range(len(workdirs))]
   randoms = [f"random_init_{seed}" for seed in range(random_inits)]
-  inits = {name: checkpoint.load_params(workdir, ts.abstract_state["params"])
+  inits = {name: checkpoint.load_params(workdir, ts.abstract_state["params"], ts.logical_specs)
            for name, workdir in zip(runs, workdirs)}
   for seed, name in enumerate(randoms):
     seeded = config.copy_and_resolve_references()

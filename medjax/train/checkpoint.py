@@ -14,9 +14,13 @@ import threading
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+import safetensors.numpy
 from flax import traverse_util
 from jax.experimental import multihost_utils
+
+from medjax import export
 
 # Config keys that must be equal to continue a run in the same workdir: they change what the
 # saved numbers mean. Everything else (steps, logging, mesh, data paths, workers) may change.
@@ -108,10 +112,18 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state, data_iter, meta: 
   return restored["state"], step
 
 
-def load_params(path: str, abstract_params):
-  """Params only, from another run's workdir (its newest step) or one step directory: the
-  start of fine-tuning or of a new stage. Optimizer state and data position are not read."""
+def load_params(path: str, abstract_params, logical_specs):
+  """Params only: the start of fine-tuning or of a new stage; optimizer state and data position
+  are not read. `path` is another run's workdir (its newest step), one step directory, or
+  exported weights (`launch/export.py`: the export directory or its model.safetensors), which a
+  run elsewhere may have handed over; `logical_specs` restacks their per-layer tensors."""
   path = os.path.abspath(path)
+  weights = path if path.endswith(".safetensors") else os.path.join(path, "model.safetensors")
+  if os.path.isfile(weights):
+    params = export.from_named(safetensors.numpy.load_file(weights), abstract_params,
+                               logical_specs)
+    return jax.tree.map(lambda v, a: jax.device_put(np.asarray(v, a.dtype), a.sharding),
+                        params, abstract_params)
   ckpt_dir = os.path.join(path, "checkpoints")
   if os.path.isdir(ckpt_dir):
     with ocp.CheckpointManager(ckpt_dir, item_handlers=_handlers()) as mgr:
@@ -120,7 +132,8 @@ def load_params(path: str, abstract_params):
       path = os.path.join(ckpt_dir, str(mgr.latest_step()))
   state_dir = os.path.join(path, "state")
   if not os.path.isdir(state_dir):
-    raise FileNotFoundError(f"init_from={path}: not a medjax workdir or checkpoint step dir")
+    raise FileNotFoundError(f"init_from={path}: not a medjax workdir, checkpoint step dir or "
+                            "export")
   target = {"params": abstract_params}
   with ocp.PyTreeCheckpointer() as ckptr:
     _check_shapes(ckptr.metadata(state_dir).item_metadata["params"], abstract_params, path)

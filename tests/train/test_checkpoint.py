@@ -14,10 +14,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from safetensors.numpy import save_file
 
 from configs import medmllm_tiny
 from launch import train as trainer
-from medjax import sharding
+from medjax import export, sharding
 from medjax.data import pipeline
 from medjax.train import checkpoint
 from medjax.train import state as state_lib
@@ -214,9 +215,22 @@ def test_init_from_loads_params_only(covid_data_dir, tmp_path):
   first = _tiny(covid_data_dir, total_steps=3, log_every=3)
   trainer.train(first, str(tmp_path / "a"), devices=ONE)
   _, want = _saved(tmp_path / "a")
-  abstract = state_lib.setup(first, sharding.make_mesh(first.mesh, jax.devices()[:1]))
-  got = checkpoint.load_params(str(tmp_path / "a"), abstract.abstract_state["params"])
+  ts = state_lib.setup(first, sharding.make_mesh(first.mesh, jax.devices()[:1]))
+  got = checkpoint.load_params(str(tmp_path / "a"), ts.abstract_state["params"], ts.logical_specs)
   _assert_same_params(jax.tree.map(np.asarray, got), want)
+  # Exported weights (safetensors, one tensor per layer) load to the same params, from the
+  # export directory or the file; a tensor of another shape is refused by name.
+  (tmp_path / "export").mkdir()
+  named = export.to_named(got, ts.logical_specs)
+  save_file(named, str(tmp_path / "export" / "model.safetensors"))
+  for path in (tmp_path / "export", tmp_path / "export" / "model.safetensors"):
+    loaded = checkpoint.load_params(str(path), ts.abstract_state["params"], ts.logical_specs)
+    _assert_same_params(jax.tree.map(np.asarray, loaded), want)
+  named["image.norm.scale"] = np.ones(3, np.float32)
+  save_file(named, str(tmp_path / "bad.safetensors"))
+  with pytest.raises(ValueError, match="image.norm.scale: shape"):
+    checkpoint.load_params(str(tmp_path / "bad.safetensors"), ts.abstract_state["params"],
+                           ts.logical_specs)
   second = _tiny(covid_data_dir, total_steps=2, log_every=1, init_from=str(tmp_path / "a"))
   history = trainer.train(second, str(tmp_path / "b"), devices=ONE)
   assert [h["step"] for h in history] == [1, 2]  # a new run: step, optimizer and data restart
