@@ -24,8 +24,8 @@ from ml_collections import config_flags  # noqa: E402
 from medjax.evals import finetune, labelled  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_config=True)
-flags.DEFINE_string("workdir", "", "A pretraining run (its newest checkpoint) or a step "
-                    "directory; empty = a random init of the config (the baseline).")
+flags.DEFINE_string("workdir", "", "A pretraining run (its newest checkpoint), a step "
+                    "directory or an export; empty = a random init of the config (the baseline).")
 flags.DEFINE_enum("task", "diagnosis", labelled.TASKS, "What to predict from the X-ray.")
 flags.DEFINE_list("fractions", ["0.01", "0.1", "1.0"], "Shares of the train patients labelled.")
 flags.DEFINE_integer("seeds", 5, "Patient samples (and head inits) per fraction.")

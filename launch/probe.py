@@ -27,7 +27,8 @@ from medjax.evals import linear_probe  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_config=True)
 flags.DEFINE_multi_string("workdir", None, "A pretraining run to probe (its newest "
-                          "checkpoint); repeat for several seeds of one recipe.")
+                          "checkpoint), a step directory or an export; repeat for several seeds "
+                          "of one recipe.")
 flags.DEFINE_string("dataset", "covid_cxr", "TFDS dataset under config.data.dir with the labels.")
 flags.DEFINE_integer("random_inits", 8, "Random towers (seeds 0, 1, ...): their mean = baseline.")
 

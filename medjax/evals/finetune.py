@@ -11,6 +11,8 @@ trained on. Two modes:
 Without a pretraining run the tower is a random init of the config (its `seed`): the
 from-scratch baseline to compare with. Reported per fraction: the mean and spread over seeds.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,6 +48,24 @@ def sample_patients(patients: np.ndarray, labels: np.ndarray, fraction: float,
   return np.isin(patients, chosen)
 
 
+def _logits(graphdef, trainable, images):
+  tower = nnx.merge(graphdef, trainable["tower"])
+  return tower(images)[1] @ trainable["head"]["w"] + trainable["head"]["b"]
+
+
+# Module-level and keyed on the tower's graph and the learning rate, so every seed and fraction
+# reuses one compile per batch shape.
+@functools.partial(jax.jit, static_argnames=("graphdef", "lr"))
+def _step(graphdef, lr, trainable, opt_state, images, labels):
+  loss, grads = jax.value_and_grad(lambda t: optax.sigmoid_binary_cross_entropy(
+      _logits(graphdef, t, images), labels).mean())(trainable)
+  updates, opt_state = optax.adamw(lr).update(grads, opt_state, trainable)
+  return optax.apply_updates(trainable, updates), opt_state, loss
+
+
+_score = jax.jit(_logits, static_argnames="graphdef")
+
+
 def train_full(tower: nnx.Module, images, labels, *, steps: int, lr: float, batch_size: int,
                seed: int):
   """Trains the image tower (a copy) and a zero-initialised linear head on (images, labels)
@@ -53,27 +73,15 @@ def train_full(tower: nnx.Module, images, labels, *, steps: int, lr: float, batc
   graphdef, state = nnx.split(tower)
   width = tower(images[:1])[1].shape[1]
   trainable = dict(tower=nnx.to_pure_dict(state), head=dict(w=jnp.zeros(width), b=jnp.zeros(())))
-  tx = optax.adamw(lr)
-
-  def logits(tr, x):
-    return nnx.merge(graphdef, tr["tower"])(x)[1] @ tr["head"]["w"] + tr["head"]["b"]
-
-  @jax.jit
-  def step(tr, opt, x, y):
-    loss, grads = jax.value_and_grad(
-        lambda t: optax.sigmoid_binary_cross_entropy(logits(t, x), y).mean())(tr)
-    updates, opt = tx.update(grads, opt, tr)
-    return optax.apply_updates(tr, updates), opt, loss
-
   rng = np.random.default_rng(seed)
-  opt, losses = tx.init(trainable), []
+  opt_state, losses = optax.adamw(lr).init(trainable), []
   batch = min(batch_size, len(images))  # a 1% sample can be smaller than one batch
   for _ in range(steps):
     rows = rng.choice(len(images), batch, replace=False)
-    trainable, opt, loss = step(trainable, opt, images[rows], labels[rows].astype(np.float32))
+    trainable, opt_state, loss = _step(graphdef, lr, trainable, opt_state, images[rows],
+                                       labels[rows].astype(np.float32))
     losses.append(float(loss))
-  score = jax.jit(logits)
-  return (lambda x: np.concatenate([np.asarray(score(trainable, x[i:i + 32]))
+  return (lambda x: np.concatenate([np.asarray(_score(graphdef, trainable, x[i:i + 32]))
                                     for i in range(0, len(x), 32)])), losses
 
 
@@ -84,8 +92,8 @@ def run(config, workdir: str | None, task: str = "diagnosis", fractions=(0.01, 0
   if mode not in MODES:
     raise ValueError(f"unknown mode {mode!r}; known: {MODES}")
   images, labels, patients, unseen = labelled_images(config, dataset, task)
-  train, held = ~unseen, unseen
-  if len(set(labels[held])) < 2:
+  train, val = ~unseen, unseen
+  if len(set(labels[val])) < 2:
     raise ValueError(f"{dataset} validation split: {task!r} has one class only; no AUROC")
   ts = state_lib.setup(config, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
   if workdir:
@@ -95,8 +103,8 @@ def run(config, workdir: str | None, task: str = "diagnosis", fractions=(0.01, 0
   out = dict(task=task, mode=mode, dataset=dataset,
              tower=workdir or f"random init (seed {config.seed})",
              train=dict(images=int(train.sum()), patients=len(set(patients[train]))),
-             validation=dict(images=int(held.sum()), patients=len(set(patients[held])),
-                             positives=int(labels[held].sum())),
+             validation=dict(images=int(val.sum()), patients=len(set(patients[val])),
+                             positives=int(labels[val].sum())),
              fractions={})
   if mode == "linear":
     features = embed(ts.graphdef, params, images)
@@ -107,13 +115,13 @@ def run(config, workdir: str | None, task: str = "diagnosis", fractions=(0.01, 0
                                                      fraction, seed)]
       if mode == "linear":
         probe = logistic_probe().fit(features[picked], labels[picked])
-        scores = probe.predict_proba(features[held])[:, 1]
+        scores = probe.predict_proba(features[val])[:, 1]
       else:
         score_fn, _ = train_full(nnx.merge(ts.graphdef, params).image, images[picked],
                                  labels[picked], steps=steps, lr=lr, batch_size=batch_size,
                                  seed=seed)
-        scores = score_fn(images[held])
-      rows["auroc"].append(float(roc_auc_score(labels[held], scores)))
+        scores = score_fn(images[val])
+      rows["auroc"].append(float(roc_auc_score(labels[val], scores)))
       rows["patients"].append(len(set(patients[picked])))
       rows["images"].append(len(picked))
     out["fractions"][str(fraction)] = dict(

@@ -5,6 +5,8 @@ A task turns one record into a binary label, or None when the record does not ta
 - each outcome of `entities.OUTCOMES` (prognosis): Y = 1, N = 0; blank is left out.
 Only pixels are read: the clinical notes, which often name the diagnosis, are not.
 """
+import functools
+
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
@@ -57,10 +59,15 @@ def labelled_images(config, dataset: str, task: str = "diagnosis"):
   return np.stack(images), np.array(labels), np.array(patients), np.array(unseen)
 
 
+# Module-level and keyed on the model's graph: every tower of one config reuses one compile.
+@functools.partial(jax.jit, static_argnames="graphdef")
+def _pooled(graphdef, params, images):
+  return nnx.merge(graphdef, params).encode_image(images)[1]
+
+
 def embed(graphdef, params, images: np.ndarray, batch: int = 32) -> np.ndarray:
   """[n, width]: the image tower's pooled features, in batches."""
-  fn = jax.jit(lambda p, x: nnx.merge(graphdef, p).encode_image(x)[1])
-  return np.concatenate([np.asarray(fn(params, images[i:i + batch]))
+  return np.concatenate([np.asarray(_pooled(graphdef, params, images[i:i + batch]))
                          for i in range(0, len(images), batch)])
 
 

@@ -30,8 +30,8 @@ def test_sample_patients_is_stratified_by_patient_and_seeded():
     finetune.sample_patients(patients[:200], labels[:200], 0.5, seed=0)
 
 
-def test_linear_mode_on_the_real_dev_data(tiny_run):
-  config, workdir = tiny_run
+def test_linear_mode_on_the_real_dev_data(tiny_config, tiny_run):
+  config, workdir = tiny_config, tiny_run
   result = finetune.run(config, str(workdir), "diagnosis", fractions=(0.01, 1.0), seeds=3)
   _, labels, patients, unseen = labelled.labelled_images(config, "covid_cxr")
   assert result["tower"] == str(workdir)
@@ -46,8 +46,8 @@ def test_linear_mode_on_the_real_dev_data(tiny_run):
   assert every["train_images"] == [result["train"]["images"]] * 3 and every["auroc_std"] == 0.0
 
 
-def test_full_mode_fits_its_training_images_and_leaves_the_tower(tiny_run):
-  config, _ = tiny_run
+def test_full_mode_fits_its_training_images_and_leaves_the_tower(tiny_config):
+  config = tiny_config
   images, labels, _, _ = labelled.labelled_images(config, "covid_cxr")
   rows = np.concatenate([np.flatnonzero(labels == 1)[:6], np.flatnonzero(labels == 0)[:6]])
   tower = MedMLLM(config.model, rngs=nnx.Rngs(0)).image
@@ -60,9 +60,10 @@ def test_full_mode_fits_its_training_images_and_leaves_the_tower(tiny_run):
   jax.tree.map(np.testing.assert_array_equal, before, after)  # trained a copy
 
 
-def test_full_mode_from_random_init_for_an_outcome(tiny_run):
-  config, _ = tiny_run
+def test_full_mode_from_random_init_for_an_outcome(tiny_config):
+  config = tiny_config
+  # The batch and learning rate of the test above: its compiled step is reused.
   result = finetune.run(config, None, "went_icu", fractions=(1.0,), seeds=1, mode="full",
-                        steps=2)
+                        steps=2, lr=1e-3, batch_size=12)
   assert result["tower"] == "random init (seed 0)" and result["mode"] == "full"
   assert 0.0 <= result["fractions"]["1.0"]["per_seed"][0] <= 1.0

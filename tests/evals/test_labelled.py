@@ -21,8 +21,8 @@ def test_label_of_each_task():
     labelled.label_of(record, "mortality")
 
 
-def test_outcome_task_reads_every_stated_outcome(tiny_run, shared_data):
-  config, _ = tiny_run
+def test_outcome_task_reads_every_stated_outcome(tiny_config, shared_data):
+  config = tiny_config
   images, labels, patients, unseen = labelled.labelled_images(config, "covid_cxr", "survival")
   rows = list(csv.DictReader(open(shared_data / "covid-chestxray" / "metadata.csv")))
   stated = [r for r in rows if r["survival"] in ("Y", "N")]

@@ -51,8 +51,8 @@ def test_pooled_pixels_averages_blocks():
                                          images[0, 2:, :2].mean(), images[0, 2:, 2:].mean()])
 
 
-def test_probe_runs_on_the_real_dev_data(tiny_run, covid_data_dir, shared_data):
-  config, workdir = tiny_run
+def test_probe_runs_on_the_real_dev_data(tiny_config, tiny_run, covid_data_dir, shared_data):
+  config, workdir = tiny_config, tiny_run
   # Two "runs": the workdir (its newest step, 2) and the step-1 directory.
   result = probe.run(config, [str(workdir), str(workdir / "checkpoints" / "1")],
                      random_inits=3)
