@@ -3,6 +3,7 @@ import csv
 
 import numpy as np
 import tensorflow_datasets as tfds
+from sklearn.metrics import roc_auc_score
 
 from medjax.evals import linear_probe as probe
 
@@ -28,6 +29,15 @@ def test_cv_auroc_separates_signal_from_noise():
   # Several towers on the a side too: (signal, noise) vs noise is again half.
   both = probe.paired_bootstrap([signal_oof, noise_oof], [noise_oof], labels, groups, samples=300)
   assert np.isclose(both["oof_gain"], sure["oof_gain"] / 2)
+
+
+def test_weighted_aurocs_match_sklearn_with_sample_weights():
+  rng = np.random.default_rng(0)
+  labels = (rng.random(60) < 0.7).astype(int)
+  scores = np.round(rng.random(60), 1)  # many ties, which count half
+  weights = rng.integers(0, 3, size=(5, 60)).astype(float)  # a bootstrap's draw counts
+  want = [roc_auc_score(labels, scores, sample_weight=w) for w in weights]
+  np.testing.assert_allclose(probe.weighted_aurocs(scores, labels, weights), want, atol=1e-12)
 
 
 def test_permutation_test_counts_every_split_of_the_seeds():
