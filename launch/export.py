@@ -32,7 +32,7 @@ def main(argv):
   f = flags.FLAGS
   config = f.config
   ts = state_lib.setup(config, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
-  params = checkpoint.load_params(f.workdir, ts.abstract_state["params"])
+  params = checkpoint.load_params(f.workdir, ts.abstract_state["params"], ts.logical_specs)
   export.export(config, ts.graphdef, params, ts.logical_specs,
                 str(pipeline.tokenizer_path(config.data)), f.out)
   # Round trip: the reloaded artifact must give the embeddings of the checkpoint's model.

@@ -55,7 +55,8 @@ def test_export_of_a_trained_run_reproduces_its_encoders(covid_data_dir, tmp_pat
   config.update(dict(total_steps=2, log_every=2, mesh=dict(data=1, fsdp=1, tensor=1)))
   trainer.train(config, str(tmp_path / "run"), devices=jax.devices()[:1])
   ts = state_lib.setup(config, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
-  params = checkpoint.load_params(str(tmp_path / "run"), ts.abstract_state["params"])
+  params = checkpoint.load_params(str(tmp_path / "run"), ts.abstract_state["params"],
+                                   ts.logical_specs)
   out = str(tmp_path / "export")
   export.export(config, ts.graphdef, params, ts.logical_specs,
                 str(pipeline.tokenizer_path(config.data)), out)
