@@ -108,6 +108,8 @@ def run(config, workdir: str | None, task: str = "diagnosis", fractions=(0.01, 0
              fractions={})
   if mode == "linear":
     features = embed(ts.graphdef, params, images)
+  else:
+    tower = nnx.merge(ts.graphdef, params).image  # every seed trains its own copy of it
   for fraction in fractions:
     rows = dict(auroc=[], patients=[], images=[])
     for seed in range(seeds):
@@ -117,9 +119,8 @@ def run(config, workdir: str | None, task: str = "diagnosis", fractions=(0.01, 0
         probe = logistic_probe().fit(features[picked], labels[picked])
         scores = probe.predict_proba(features[val])[:, 1]
       else:
-        score_fn, _ = train_full(nnx.merge(ts.graphdef, params).image, images[picked],
-                                 labels[picked], steps=steps, lr=lr, batch_size=batch_size,
-                                 seed=seed)
+        score_fn, _ = train_full(tower, images[picked], labels[picked], steps=steps, lr=lr,
+                                 batch_size=batch_size, seed=seed)
         scores = score_fn(images[val])
       rows["auroc"].append(float(roc_auc_score(labels[val], scores)))
       rows["patients"].append(len(set(patients[picked])))
