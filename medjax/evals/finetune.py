@@ -20,10 +20,7 @@ import optax
 from flax import nnx
 from sklearn.metrics import roc_auc_score
 
-from medjax import sharding
-from medjax.evals.labelled import embed, labelled_images, logistic_probe
-from medjax.train import checkpoint
-from medjax.train import state as state_lib
+from medjax.evals.labelled import embed, labelled_images, logistic_probe, model_params
 
 MODES = ("linear", "full")
 
@@ -95,11 +92,7 @@ def run(config, workdir: str | None, task: str = "diagnosis", fractions=(0.01, 0
   train, val = ~unseen, unseen
   if len(set(labels[val])) < 2:
     raise ValueError(f"{dataset} validation split: {task!r} has one class only; no AUROC")
-  ts = state_lib.setup(config, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
-  if workdir:
-    params = checkpoint.load_params(workdir, ts.abstract_state["params"], ts.logical_specs)
-  else:
-    params = state_lib.init(config, ts)["params"]
+  graphdef, params = model_params(config, workdir)
   out = dict(task=task, mode=mode, dataset=dataset,
              tower=workdir or f"random init (seed {config.seed})",
              train=dict(images=int(train.sum()), patients=len(set(patients[train]))),
@@ -107,9 +100,9 @@ def run(config, workdir: str | None, task: str = "diagnosis", fractions=(0.01, 0
                              positives=int(labels[val].sum())),
              fractions={})
   if mode == "linear":
-    features = embed(ts.graphdef, params, images)
+    features = embed(graphdef, params, images)
   else:
-    tower = nnx.merge(ts.graphdef, params).image  # every seed trains its own copy of it
+    tower = nnx.merge(graphdef, params).image  # every seed trains its own copy of it
   for fraction in fractions:
     rows = dict(auroc=[], patients=[], images=[])
     for seed in range(seeds):

@@ -1,4 +1,4 @@
-"""The labelled X-rays the evaluations read, and their image-tower features.
+"""The labelled X-rays the evaluations read, the model they load and its image-tower features.
 
 A task turns one record into a binary label, or None when the record does not take part:
 - "diagnosis": covid19 (1) vs other_pneumonia (0); records with neither or both are left out;
@@ -15,8 +15,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from medjax import sharding
 from medjax.data import entities, pipeline
 from medjax.data.transforms import Example
+from medjax.train import checkpoint
+from medjax.train import state as state_lib
 
 POSITIVE, NEGATIVE = "covid19", "other_pneumonia"
 TASKS = ("diagnosis",) + entities.OUTCOMES
@@ -33,30 +36,47 @@ def label_of(record, task: str) -> int | None:
   raise ValueError(f"unknown task {task!r}; known: {TASKS}")
 
 
+def image_records(config, dataset: str, splits=("train", "validation"),
+                  keep=lambda record: True):
+  """(split, record, image) for each record of the splits with an image that `keep` accepts;
+  the image is preprocessed as the eval pipeline does. What every evaluation reads."""
+  data_cfg = config.data.copy_and_resolve_references()
+  data_cfg.patch_size = config.model.image.patch_size
+  example = Example(data_cfg, pipeline.load_tokenizer(data_cfg), labels=entities.LABELS,
+                    entities=entities.ENTITIES, train=False)
+  rng = np.random.default_rng(0)  # only feeds text masking, which no evaluation reads
+  for split in splits:
+    for record in tfds.data_source(dataset, split=split, data_dir=data_cfg.dir, download=False):
+      if len(record["images"]) and keep(record):
+        yield split, record, example.row((dataset, record), rng)["image"]
+
+
 def labelled_images(config, dataset: str, task: str = "diagnosis"):
   """(images [n,S,S,C], labels [n], patient ids [n], unseen [n] True for the validation split,
   which pretraining never reads) of the dev splits' records with an image and a `task` label;
   images are preprocessed as the eval pipeline does."""
   if task not in TASKS:
     raise ValueError(f"unknown task {task!r}; known: {TASKS}")
-  data_cfg = config.data.copy_and_resolve_references()
-  data_cfg.patch_size = config.model.image.patch_size
-  example = Example(data_cfg, pipeline.load_tokenizer(data_cfg), labels=entities.LABELS,
-                    entities=entities.ENTITIES, train=False)
   images, labels, patients, unseen = [], [], [], []
-  rng = np.random.default_rng(0)  # only feeds text masking, which no evaluation reads
-  for split in ("train", "validation"):
-    for record in tfds.data_source(dataset, split=split, data_dir=data_cfg.dir, download=False):
-      label = label_of(record, task)
-      if len(record["images"]) == 0 or label is None:
-        continue
-      images.append(example.row((dataset, record), rng)["image"])
-      labels.append(label)
-      patients.append(record["patient_id"].decode())
-      unseen.append(split == "validation")
+  keep = lambda record: label_of(record, task) is not None
+  for split, record, image in image_records(config, dataset, keep=keep):
+    images.append(image)
+    labels.append(label_of(record, task))
+    patients.append(record["patient_id"].decode())
+    unseen.append(split == "validation")
   if not images:
-    raise ValueError(f"{dataset} under {data_cfg.dir}: no image has a {task!r} label")
+    raise ValueError(f"{dataset} under {config.data.dir}: no image has a {task!r} label")
   return np.stack(images), np.array(labels), np.array(patients), np.array(unseen)
+
+
+def model_params(config, workdir: str | None):
+  """(graphdef, params) of the config's model on one device: `workdir`'s params (a run's newest
+  checkpoint, a step directory or an export) or, when it is empty, a random init (config.seed)."""
+  ts = state_lib.setup(config, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
+  if workdir:
+    return ts.graphdef, checkpoint.load_params(workdir, ts.abstract_state["params"],
+                                               ts.logical_specs)
+  return ts.graphdef, state_lib.init(config, ts)["params"]
 
 
 # Module-level and keyed on the model's graph: every tower of one config reuses one compile.

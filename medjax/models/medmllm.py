@@ -95,10 +95,12 @@ class MedMLLM(nnx.Module):
       raise ValueError("This MedMLLM has no text decoder (model.decoder.depth == 0).")
     return self.decoder
 
-  def decode(self, ids: jax.Array, mask: jax.Array, image_tokens: jax.Array) -> jax.Array:
-    """Next-token logits [B, T, vocab] float32, conditioned on the image tokens."""
+  def decode(self, ids: jax.Array, mask: jax.Array, image_tokens: jax.Array,
+             at: jax.Array | None = None) -> jax.Array:
+    """Next-token logits [B, T, vocab] float32, conditioned on the image tokens (only position
+    `at`'s, [B, vocab], when given)."""
     decoder = self._decoder()
-    return decoder(ids, mask, self.image_to_decoder(image_tokens))
+    return decoder(ids, mask, self.image_to_decoder(image_tokens), at=at)
 
   def decode_from_text(self, ids: jax.Array, mask: jax.Array, states: jax.Array,
                        states_mask: jax.Array) -> jax.Array:

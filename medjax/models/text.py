@@ -84,9 +84,14 @@ class TextDecoder(nnx.Module):
     self.norm = layers.layer_norm(width, **kw)
 
   def __call__(self, ids: jax.Array, mask: jax.Array, context: jax.Array,
-               context_mask: jax.Array | None = None) -> jax.Array:
-    """context_mask [B, S] bool (True = real) hides padded context positions; None = all real."""
+               context_mask: jax.Array | None = None, at: jax.Array | None = None) -> jax.Array:
+    """context_mask [B, S] bool (True = real) hides padded context positions; None = all real.
+    `at` (a scalar position): only that position's logits [B, vocab], what step-by-step
+    decoding reads; the vocabulary projection of the other positions is skipped."""
     cross_mask = None if context_mask is None else layers.padding_mask(context_mask)
     x = self.embed(ids)
-    x = self.blocks(x, layers.padding_mask(mask), context.astype(self.embed.dtype), cross_mask)
-    return self.embed.logits(self.norm(x))
+    x = self.norm(self.blocks(x, layers.padding_mask(mask), context.astype(self.embed.dtype),
+                              cross_mask))
+    if at is not None:
+      return self.embed.logits(jax.lax.dynamic_slice_in_dim(x, at, 1, axis=1))[:, 0]
+    return self.embed.logits(x)

@@ -10,8 +10,6 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from medjax import sharding
-from medjax.models.medmllm import MedMLLM, param_count
-
 from medjax.models.medmllm import OUTPUTS, MedMLLM, param_count
 
 PROJ, VOCAB, B, T, TS, N = 16, 64, 4, 8, 6, 16  # N: 4 x 4 patches of 8 px in 32 x 32 images
@@ -184,6 +182,9 @@ def test_decode_gives_next_token_logits_from_image_or_text(model, batch):
   tokens, _ = model.encode_image(batch["image"])
   logits = model.decode(batch["text_ids"], batch["text_mask"], tokens)
   assert logits.shape == (B, T, VOCAB) and logits.dtype == jnp.float32
+  # One position's logits (step-by-step decoding) are that slice of the full ones.
+  np.testing.assert_allclose(model.decode(batch["text_ids"], batch["text_mask"], tokens, at=3),
+                             logits[:, 3], rtol=1e-5, atol=1e-5)
   states, _ = model.encode_text(batch["sr_context_ids"], batch["sr_context_mask"])
   logits = model.decode_from_text(batch["sr_target_ids"], batch["sr_target_mask"], states,
                                   batch["sr_context_mask"])

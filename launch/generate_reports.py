@@ -1,0 +1,45 @@
+"""Report generation from X-rays, scored (medjax/evals/report_generation.py).
+
+  python launch/generate_reports.py --config configs/medmllm_s.py --workdir runs/medmllm_s \
+      --config.data.dir=$HOME/medjax_data
+
+Prints JSON: BLEU-1..4 and ROUGE-L of the greedy reports on the validation split, and of the
+nearest-train-report baseline. No report text is printed: `--out file.jsonl` writes the
+generated and reference texts (medical text: keep that file where the data may be).
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from medjax.evals import report_generation  # noqa: E402
+
+config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_config=True)
+flags.DEFINE_string("workdir", "", "A pretraining run (its newest checkpoint), a step "
+                    "directory or an export; empty = a random init of the config.")
+flags.DEFINE_string("dataset", "covid_cxr", "TFDS dataset under config.data.dir with X-rays "
+                    "and their texts.")
+flags.DEFINE_string("split", "validation", "The split whose reports are generated.")
+flags.DEFINE_integer("length", 0, "Tokens to generate, BOS included; 0 = config.data.text_len.")
+flags.DEFINE_string("out", "", "Write {generated, reference} per image to this JSON-lines file.")
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  summary, generated, references = report_generation.run(f.config, f.workdir, f.dataset, f.split,
+                                                         f.length or None)
+  if f.out:
+    with open(f.out, "w") as out:
+      for g, r in zip(generated, references):
+        out.write(json.dumps(dict(generated=g, reference=r)) + "\n")
+  print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)
