@@ -23,7 +23,8 @@ flags.DEFINE_string("workdir", "", "A pretraining run (its newest checkpoint), a
                     "directory or an export; empty = a random init of the config.")
 flags.DEFINE_string("dataset", "covid_cxr", "TFDS dataset under config.data.dir with X-rays "
                     "and their texts.")
-flags.DEFINE_string("split", "validation", "The split whose reports are generated.")
+flags.DEFINE_string("split", "validation", "The split whose reports are generated (not train: "
+                    "the baseline retrieves from it).")
 flags.DEFINE_integer("length", 0, "Tokens to generate, BOS included; 0 = config.data.text_len.")
 flags.DEFINE_string("out", "", "Write {generated, reference} per image to this JSON-lines file.")
 

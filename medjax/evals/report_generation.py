@@ -77,6 +77,8 @@ def run(config, workdir: str | None, dataset: str = "covid_cxr", split: str = "v
         length: int | None = None) -> tuple[dict, list[str], list[str]]:
   """Scores of the model's reports and of the nearest-train-report baseline on `split`.
   -> (summary, generated texts, reference texts); the texts are for the caller to keep or not."""
+  if split == "train":
+    raise ValueError("split 'train': the baseline retrieves train reports; score another split")
   length = length or config.data.text_len
   if not 2 <= length <= config.model.decoder.max_len:
     raise ValueError(f"report length {length}: the decoder takes 2..{config.model.decoder.max_len}"

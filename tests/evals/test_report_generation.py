@@ -65,3 +65,5 @@ def test_greedy_reports_on_the_real_sample(tiny_config, tiny_run):
     assert (row[stop + 1:] == tokenizer.pad_id).all()  # nothing after EOS
   with pytest.raises(ValueError, match="model.decoder.max_len"):
     report_generation.run(config, str(tiny_run), length=config.model.decoder.max_len + 1)
+  with pytest.raises(ValueError, match="retrieves train reports"):
+    report_generation.run(config, str(tiny_run), split="train")
