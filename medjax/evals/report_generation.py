@@ -3,11 +3,12 @@ the study came with (design section 6: Med-MLLM's third downstream task).
 
 The references are what the captioning objective trains on (`study_text`: findings +
 impression, else the clinical notes) for the records of one split with an image and a text.
-Decoding is greedy. Scores, from libraries rather than our own n-gram code: corpus BLEU-1..4
+Decoding is greedy and recomputes the prefix at each step (no key/value cache: short texts,
+small decoders). Scores, from libraries rather than our own n-gram code: corpus BLEU-1..4
 (sacrebleu: lower-cased, its standard 13a tokens, no smoothing, as Papineni et al. count) and
-mean ROUGE-L F1 (rouge-score). Beside the
-model, a retrieval baseline any generator should beat: each image gets the text of the train
-record whose pooled image feature is nearest (cosine), from the same tower.
+mean ROUGE-L F1 (rouge-score). Beside the model, a retrieval baseline any generator should
+beat: each image gets the text of the train record whose pooled image feature is nearest
+(cosine), from the same tower.
 """
 import functools
 
