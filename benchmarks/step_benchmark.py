@@ -3,8 +3,9 @@
   python benchmarks/step_benchmark.py --config configs/medmllm_s.py [--steps 10]
 
 The step runs on synthetic batches of the config's shapes (this measures the model and its
-sharding, not the input pipeline). MFU = XLA's FLOPs per step per device / median step time /
-the matmul peak measured in the same run (f32, or bf16->f32 when the model computes in bf16).
+sharding, not the input pipeline). MFU = the step's FLOPs per device (`aot.step_flops_per_device`:
+XLA's count with the layer stacks unrolled) / median step time / the matmul peak measured in the
+same run (f32, or bf16->f32 when the model computes in bf16).
 """
 import json
 import os
@@ -32,7 +33,7 @@ def _time_stage(config, mesh, stage, steps: int) -> dict:
   batch = aot.synthetic_batch(config, sharding.batch_sharding(mesh))
   _, times = timing.time_steps(compiled, state, batch, steps, warmup=2)
   step_seconds = statistics.median(times)
-  flops = metrics.compiled_flops(compiled)
+  flops = aot.step_flops_per_device(config, ts, mesh, stage.objectives)
   return dict(objectives=sorted(objectives.active(stage.objectives)),
               compile_seconds=round(compile_seconds, 2), step_seconds_median=step_seconds,
               step_seconds_min=min(times), step_seconds_max=max(times),

@@ -22,12 +22,11 @@ from ml_collections import config_flags  # noqa: E402
 
 from medjax import sharding  # noqa: E402
 from medjax.data import mixture, pipeline  # noqa: E402
-from medjax.train import checkpoint  # noqa: E402
+from medjax.train import aot, checkpoint  # noqa: E402
 from medjax.train import metrics as metrics_lib  # noqa: E402
 from medjax.train import optimizer  # noqa: E402
 from medjax.train import stages  # noqa: E402
 from medjax.train import state as state_lib  # noqa: E402
-from medjax.train import step as step_lib  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_config=True)
 flags.DEFINE_string("workdir", None, "Metrics, TensorBoard logs and checkpoints go here.")
@@ -92,15 +91,12 @@ def train(config, workdir: str, devices=None) -> list[dict]:
   # ------------------------------------------------------------------------- Update step --
   # One compiled step per stage (medjax/train/stages.py): the active objectives differ.
   def compile_stage(stage, state, batch):
-    step_fn = jax.jit(step_lib.make_train_step(ts.graphdef, ts.tx, stage.objectives),
-                      in_shardings=(ts.shardings, batch_sharding),
-                      out_shardings=(ts.shardings, None), donate_argnums=0)
     t0 = time.perf_counter()
     with jax.set_mesh(mesh):  # activation sharding constraints resolve against this mesh
-      compiled = step_fn.lower(state, batch).compile()
+      compiled = aot.train_step(ts, mesh, stage.objectives).lower(state, batch).compile()
       seconds = time.perf_counter() - t0
       shares = stages.flops_shares(ts.graphdef, stage, state["params"], batch)
-    flops = metrics_lib.compiled_flops(compiled)
+    flops = aot.step_flops_per_device(config, ts, mesh, stage.objectives)
     logging.info("Stage %s (steps %d-%d): compiled in %.1f s; %.3g FLOPs per device per step; "
                  "objectives %s.", stage.name, stage.first, stage.last, seconds, flops,
                  {k: f"{v:.0%}" for k, v in shares.items()})

@@ -5,6 +5,7 @@ trainer can derive its placement from ``nnx.get_partition_spec`` alone.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import jax
@@ -14,6 +15,22 @@ from flax import nnx
 from medjax import sharding
 
 RESIDUAL = ("batch", "act_length", "act_embed")
+
+# XLA's cost analysis counts a loop body once, whatever its trip count: a scanned Stack of 12
+# blocks reads as one block. FLOP counting (medjax.train.metrics.model_flops) traces the stacks
+# unrolled instead; training keeps the scan (its compile time is one block's at any depth).
+_unroll_stacks = False
+
+
+@contextlib.contextmanager
+def unrolled_stacks():
+  """Within it, every Stack traces as `depth` unrolled blocks: the same numbers, a bigger graph."""
+  global _unroll_stacks
+  previous, _unroll_stacks = _unroll_stacks, True
+  try:
+    yield
+  finally:
+    _unroll_stacks = previous
 
 
 def partitioned(initializer, *axes: str):
@@ -146,5 +163,6 @@ class Stack(nnx.Module):
       return block(x, mask, context, context_mask)
 
     body = nnx.remat(body) if self.remat else body
-    scan = nnx.scan(body, in_axes=(nnx.Carry, 0, None, None, None), out_axes=nnx.Carry)
+    scan = nnx.scan(body, in_axes=(nnx.Carry, 0, None, None, None), out_axes=nnx.Carry,
+                    unroll=True if _unroll_stacks else 1)
     return scan(x, self.layers, mask, context, context_mask)

@@ -10,7 +10,7 @@ import numpy as np
 
 from medjax import sharding
 from medjax.data import pipeline
-from medjax.train import stages
+from medjax.train import metrics, stages
 from medjax.train import state as state_lib
 from medjax.train import step as step_lib
 
@@ -37,18 +37,32 @@ def synthetic_batch(config, batch_sharding) -> dict:
   return out
 
 
+def train_step(ts: state_lib.TrainSetup, mesh, objectives_cfg):
+  """The update step training `objectives_cfg`, jitted for `mesh`: state and batch placed by
+  their shardings, the state donated. What the trainer runs, AOT compiles and MFU counts."""
+  return jax.jit(step_lib.make_train_step(ts.graphdef, ts.tx, objectives_cfg),
+                 in_shardings=(ts.shardings, sharding.batch_sharding(mesh)),
+                 out_shardings=(ts.shardings, None), donate_argnums=0)
+
+
+def step_flops_per_device(config, ts: state_lib.TrainSetup, mesh, objectives_cfg) -> float:
+  """FLOPs of one train step per device, as MFU counts them: the whole step's
+  (`metrics.model_flops`) split evenly over the mesh's devices."""
+  with jax.set_mesh(mesh):
+    flops = metrics.model_flops(train_step(ts, mesh, objectives_cfg), ts.abstract_state,
+                                abstract_batch(config, sharding.batch_sharding(mesh)))
+  return flops / mesh.size
+
+
 def compile_train_step(config, mesh, objectives_cfg=None):
   """(compiled step, TrainSetup, seconds to lower + compile) for `config` on `mesh`, training
   `objectives_cfg` (default: config.objectives; a stage passes its own)."""
   ts = state_lib.setup(config, mesh)
-  batch_sharding = sharding.batch_sharding(mesh)
   objectives_cfg = config.objectives if objectives_cfg is None else objectives_cfg
-  step = jax.jit(step_lib.make_train_step(ts.graphdef, ts.tx, objectives_cfg),
-                 in_shardings=(ts.shardings, batch_sharding),
-                 out_shardings=(ts.shardings, None), donate_argnums=0)
   t0 = time.perf_counter()
   with jax.set_mesh(mesh):
-    compiled = step.lower(ts.abstract_state, abstract_batch(config, batch_sharding)).compile()
+    compiled = train_step(ts, mesh, objectives_cfg).lower(
+        ts.abstract_state, abstract_batch(config, sharding.batch_sharding(mesh))).compile()
   return compiled, ts, time.perf_counter() - t0
 
 

@@ -16,6 +16,7 @@ import jax
 from flax import nnx
 
 from medjax import objectives
+from medjax.train import metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,9 +71,9 @@ def same_stream(stages: list[Stage], step: int) -> bool:
 
 
 def flops_shares(graphdef, stage: Stage, params, batch) -> dict:
-  """Each active objective's forward+backward FLOPs (compiled alone, XLA's count before
-  optimisation) over the sum of them: where a stage's step time goes, to first order. Shared
-  work (one image encoding serving two objectives) is counted in each."""
+  """Each active objective's forward+backward FLOPs (traced alone, `metrics.model_flops`) over
+  the sum of them: where a stage's step time goes, to first order. Shared work (one image
+  encoding serving two objectives) is counted in each."""
   def grad_of(name):
     cfg = stage.objectives.copy_and_resolve_references()
     for other in cfg.keys():
@@ -82,7 +83,7 @@ def flops_shares(graphdef, stage: Stage, params, batch) -> dict:
       model = nnx.merge(graphdef, params)
       return objectives.total_loss(model(batch, needs=objectives.needs(cfg)), batch, cfg)[0]
 
-    return jax.jit(jax.grad(loss)).lower(params, batch).cost_analysis().get("flops", 0.0)
+    return metrics.model_flops(jax.grad(loss), params, batch)
 
   names = list(objectives.active(stage.objectives))
   if len(names) == 1:
