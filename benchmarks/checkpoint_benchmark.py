@@ -1,30 +1,26 @@
 """How long an async Orbax save blocks the train loop, as a share of the step time, as JSON.
 
-  python benchmarks/checkpoint_benchmark.py --config configs/medmllm_s.py [--saves 5]
+  python -m benchmarks.checkpoint_benchmark --config medmllm_s [--saves 5]
 
 Runs the config's train step on synthetic batches; every other step it calls the same save the
 trainer calls (state + data iterator + meta) and times (a) the call itself, i.e. what the loop
 waits for, and (b) the save to its end on disk (`wait_until_finished`), for comparison.
 """
 import json
-import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+from absl import flags
 
-import jax  # noqa: E402
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from benchmarks import timing
+from medjax import sharding
+from medjax.cli import common
+from medjax.train import aot, checkpoint
+from medjax.train import state as state_lib
 
-from benchmarks import timing  # noqa: E402
-from medjax import sharding  # noqa: E402
-from medjax.train import aot, checkpoint  # noqa: E402
-from medjax.train import state as state_lib  # noqa: E402
-
-config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_config=True)
+common.define_config_flag()
 flags.DEFINE_integer("saves", 5, "Timed saves.")
 
 
@@ -62,9 +58,8 @@ def run(config, saves: int) -> dict:
 
 def main(argv):
   del argv
-  print(json.dumps(run(flags.FLAGS.config, flags.FLAGS.saves), indent=2))
+  print(json.dumps(run(common.config(), flags.FLAGS.saves), indent=2))
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
-  app.run(main)
+  common.run(main)

@@ -1,6 +1,6 @@
 """Agreement of medjax.data.entities with reference labels. Prints JSON; no report text.
 
-  python benchmarks/entity_agreement.py [--lexicon DIR] [--iu WHEEL_OR_TGZ]
+  python -m benchmarks.entity_agreement [--lexicon DIR] [--iu WHEEL_OR_TGZ]
 
 1. The CheXpert labeler's `labeled_reports.csv` (in the lexicon dir): 1.0 / 0.0 / -1.0 / blank
    per observation, compared with our present / negated / uncertain / not mentioned codes.
@@ -14,22 +14,19 @@ import argparse
 import csv
 import io
 import json
-import sys
 import tarfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make the repo importable
-  sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from medjax import contract
+from medjax.data_prep import entities
 
-from medjax.data import entities  # noqa: E402
-
-CLASSES = {"present": entities.PRESENT, "negated": entities.NEGATED,
-           "uncertain": entities.UNCERTAIN}
-_REFERENCE_CODES = {"1.0": entities.PRESENT, "0.0": entities.NEGATED, "-1.0": entities.UNCERTAIN,
-                    "": entities.NOT_MENTIONED}
+CLASSES = {"present": contract.PRESENT, "negated": contract.NEGATED,
+           "uncertain": contract.UNCERTAIN}
+_REFERENCE_CODES = {"1.0": contract.PRESENT, "0.0": contract.NEGATED, "-1.0": contract.UNCERTAIN,
+                    "": contract.NOT_MENTIONED}
 
 
 def chexpert_reference(lexicon_dir=None) -> tuple[list[str], np.ndarray]:
@@ -37,7 +34,7 @@ def chexpert_reference(lexicon_dir=None) -> tuple[list[str], np.ndarray]:
   root = Path(lexicon_dir) if lexicon_dir else entities.default_lexicon_dir()
   with open(root / "chexpert-labeler" / "labeled_reports.csv", newline="") as f:
     rows = list(csv.DictReader(f))
-  columns = [n.replace("_", " ").title() for n in entities.CHEXPERT]
+  columns = [n.replace("_", " ").title() for n in contract.CHEXPERT]
   ref = np.array([[_REFERENCE_CODES[r[c].strip()] for c in columns] for r in rows], np.int8)
   return [r["Reports"] for r in rows], ref
 
@@ -61,8 +58,8 @@ def agreement(pred: np.ndarray, ref: np.ndarray, names) -> dict:
 def chexpert_agreement(lexicon_dir=None) -> dict:
   texts, ref = chexpert_reference(lexicon_dir)
   extract = entities.extractor(str(lexicon_dir) if lexicon_dir else None)
-  pred = np.stack([extract(t)[:len(entities.CHEXPERT)] for t in texts])
-  return agreement(pred, ref, entities.CHEXPERT)
+  pred = np.stack([extract(t)[:len(contract.CHEXPERT)] for t in texts])
+  return agreement(pred, ref, contract.CHEXPERT)
 
 
 def mesh_agreement(present: np.ndarray, ref: np.ndarray) -> dict:
@@ -71,7 +68,7 @@ def mesh_agreement(present: np.ndarray, ref: np.ndarray) -> dict:
   pred, stated = present.astype(int), ref >= 0
   per = {n: {"accuracy": float((pred[stated[:, i], i] == ref[stated[:, i], i]).mean()),
              "stated": int(stated[:, i].sum()), "positive": int((ref[:, i] == 1).sum())}
-         for i, n in enumerate(entities.CHEXPERT) if stated[:, i].any()}
+         for i, n in enumerate(contract.CHEXPERT) if stated[:, i].any()}
   tp = int(((pred == 1) & (ref == 1)).sum())
   return {"reports": len(ref), "stated_labels": int(stated.sum()),
           "accuracy": float((pred[stated] == ref[stated]).mean()),
@@ -81,7 +78,7 @@ def mesh_agreement(present: np.ndarray, ref: np.ndarray) -> dict:
 
 def iu_agreement(src, lexicon_dir=None) -> dict:
   """The IU reports of the wheel or tgz `src`, parsed and labelled as data_prep/iu_xray.py does."""
-  from data_prep import iu_xray  # the benchmark needs data_prep only for this part
+  from medjax.data_prep import iu_xray  # the benchmark needs data_prep only for this part
   extract = entities.extractor(str(lexicon_dir) if lexicon_dir else None)
   present, ref = [], []
   with tarfile.open(fileobj=io.BytesIO(iu_xray.read_tgz(Path(src))), mode="r:gz") as archive:
@@ -93,9 +90,9 @@ def iu_agreement(src, lexicon_dir=None) -> dict:
       if not (s.get("FINDINGS") or s.get("IMPRESSION")):
         continue
       labels = iu_xray.labels_from_mesh([e.text or "" for e in root.iter("major")])
-      ref.append([labels.get(n, -2) for n in entities.CHEXPERT])
+      ref.append([labels.get(n, -2) for n in contract.CHEXPERT])
       text = "\n\n".join(t for t in (s.get("FINDINGS"), s.get("IMPRESSION")) if t)
-      present.append(extract(text)[:len(entities.CHEXPERT)] == entities.PRESENT)
+      present.append(extract(text)[:len(contract.CHEXPERT)] == contract.PRESENT)
   return mesh_agreement(np.array(present), np.array(ref))
 
 

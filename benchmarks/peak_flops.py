@@ -1,6 +1,6 @@
 """Measures this machine's matmul peak (FLOP/s per device): the denominator of every MFU here.
 
-  python benchmarks/peak_flops.py          # prints JSON
+  python -m benchmarks.peak_flops          # prints JSON
 
 Two figures: f32 x f32 -> f32, and bf16 x bf16 -> f32 accumulate (what bf16 models run).
 """

@@ -1,6 +1,6 @@
 """Input pipeline throughput of a config beside its train step's consumption rate, as JSON.
 
-  python benchmarks/pipeline_benchmark.py --config configs/medmllm_s.py \
+  python -m benchmarks.pipeline_benchmark --config medmllm_s \
       [--config.data.dir DIR] [--workers 0,2] [--step_examples_per_second X]
 
 For each worker count: examples/s of `make_iterator` at the config's global batch and image
@@ -13,16 +13,14 @@ from benchmarks/step_benchmark.py's `run` on synthetic batches, or from
 import json
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
+from absl import flags
 
 # step_benchmark defines the --config and --steps flags this script shares.
-from benchmarks import step_benchmark  # noqa: E402
-from medjax.data import pipeline  # noqa: E402
+from benchmarks import step_benchmark
+from medjax.cli import common
+from medjax.data import pipeline
 
 flags.DEFINE_list("workers", ["0", str(os.cpu_count())], "Grain worker process counts to time.")
 flags.DEFINE_integer("warmup_batches", 5, "Batches read before timing.")
@@ -58,9 +56,7 @@ def pipeline_rate(config, num_workers: int, *, warmup: int, windows: int, per_wi
 def main(argv):
   del argv
   f = flags.FLAGS
-  config = f.config
-  if config.data.patch_size is None:  # as the trainer does: the model's patch size
-    config.data.patch_size = config.model.image["patch_size"]
+  config = common.config()
   report = dict(batch_size=config.batch_size, image_size=config.data.image_size,
                 text_len=config.data.text_len, cpu_count=os.cpu_count(),
                 load_average_before=os.getloadavg())
@@ -81,5 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
-  app.run(main)
+  common.run(main)

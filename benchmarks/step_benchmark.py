@@ -1,6 +1,6 @@
 """Train-step speed of a config on this machine: step time, examples/s and MFU, as JSON.
 
-  python benchmarks/step_benchmark.py --config configs/medmllm_s.py [--steps 10]
+  python -m benchmarks.step_benchmark --config medmllm_s [--steps 10]
 
 The step runs on synthetic batches of the config's shapes (this measures the model and its
 sharding, not the input pipeline). MFU = the step's FLOPs per device (`aot.step_flops_per_device`:
@@ -8,22 +8,17 @@ XLA's count with the layer stacks unrolled) / median step time / the matmul peak
 same run (f32, or bf16->f32 when the model computes in bf16).
 """
 import json
-import os
 import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from benchmarks import peak_flops, timing
+from medjax import objectives, sharding
+from medjax.cli import common
+from medjax.train import aot, metrics, stages
+from medjax.train import state as state_lib
 
-from benchmarks import peak_flops, timing  # noqa: E402
-from medjax import sharding  # noqa: E402
-from medjax import objectives  # noqa: E402
-from medjax.train import aot, metrics, stages  # noqa: E402
-from medjax.train import state as state_lib  # noqa: E402
-
-config_flags.DEFINE_config_file("config", None, "configs/<name>.py[:arg]", lock_config=True)
+common.define_config_flag()
 flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
 
 
@@ -33,7 +28,7 @@ def _time_stage(config, mesh, stage, steps: int) -> dict:
   batch = aot.synthetic_batch(config, sharding.batch_sharding(mesh))
   _, times = timing.time_steps(compiled, state, batch, steps, warmup=2)
   step_seconds = statistics.median(times)
-  flops = aot.step_flops_per_device(config, ts, mesh, stage.objectives)
+  flops = aot.step_flops_per_device(config, mesh, stage.objectives)
   return dict(objectives=sorted(objectives.active(stage.objectives)),
               compile_seconds=round(compile_seconds, 2), step_seconds_median=step_seconds,
               step_seconds_min=min(times), step_seconds_max=max(times),
@@ -59,9 +54,8 @@ def run(config, steps: int) -> dict:
 
 def main(argv):
   del argv
-  print(json.dumps(run(flags.FLAGS.config, flags.FLAGS.steps), indent=2))
+  print(json.dumps(run(common.config(), flags.FLAGS.steps), indent=2))
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
-  app.run(main)
+  common.run(main)

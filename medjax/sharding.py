@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -40,7 +41,8 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 )
 
 
-def make_mesh(shape: dict[str, int], devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+def make_mesh(shape: dict[str, int],
+              devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
   """Builds a (data, fsdp, tensor) mesh; one axis may be -1 to take the remaining devices."""
   devices = list(jax.devices() if devices is None else devices)
   sizes = [int(shape.get(name, 1)) for name in MESH_AXES]
@@ -50,7 +52,8 @@ def make_mesh(shape: dict[str, int], devices: Sequence[jax.Device] | None = None
   known = math.prod(s for s in sizes if s != -1)
   if unknown:
     if len(devices) % known:
-      raise ValueError(f"{len(devices)} devices do not divide into mesh {dict(zip(MESH_AXES, sizes))}")
+      raise ValueError(f"{len(devices)} devices do not divide into mesh "
+                       f"{dict(zip(MESH_AXES, sizes))}")
     sizes[unknown[0]] = len(devices) // known
   if math.prod(sizes) != len(devices):
     raise ValueError(

@@ -21,7 +21,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
   """The real sample, outside the repo (<repo>/../shared/data; MEDJAX_SHARED_DATA overrides)."""
-  from medjax.data.entities import shared_data_dir
+  from medjax.data_prep.entities import shared_data_dir
   path = shared_data_dir()
   if not (path / "covid-chestxray" / "metadata.csv").is_file():
     message = f"real sample data not found at {path} (set MEDJAX_SHARED_DATA)"
@@ -34,7 +34,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def covid_data_dir(shared_data, tmp_path_factory) -> Path:
   """TFDS data_dir with covid_cxr prepared from the real sample and a small tokenizer."""
-  from data_prep import covid_cxr, tokenizer
+  from medjax.data_prep import covid_cxr, tokenizer
   out = tmp_path_factory.mktemp("tfds")
   covid_cxr.prepare(shared_data / "covid-chestxray", out)
   tokenizer.train_tokenizer(out, vocab_size=1000)
@@ -66,7 +66,7 @@ def iu_wheel() -> Path:
 @pytest.fixture(scope="session")
 def text_data_dir(iu_wheel, shared_data, tmp_path_factory) -> Path:
   """TFDS data_dir with the text-only sources iu_xray and ncbi_disease."""
-  from data_prep import iu_xray, ncbi_disease
+  from medjax.data_prep import iu_xray, ncbi_disease
   out = tmp_path_factory.mktemp("tfds_text")
   iu_xray.prepare(iu_wheel, out)
   ncbi_disease.prepare(shared_data / "text" / "ncbi_disease", out)
@@ -77,7 +77,7 @@ def text_data_dir(iu_wheel, shared_data, tmp_path_factory) -> Path:
 def real_data_dir(shared_data, tmp_path_factory):
   """TFDS data_dir with covid_cxr (images + notes) and ncbi_disease (text-only abstracts)
   prepared from the real sample, and a small tokenizer trained on both."""
-  from data_prep import covid_cxr, ncbi_disease, tokenizer
+  from medjax.data_prep import covid_cxr, ncbi_disease, tokenizer
   out = tmp_path_factory.mktemp("tfds_mixed")
   covid_cxr.prepare(shared_data / "covid-chestxray", out)
   ncbi_disease.prepare(shared_data / "text" / "ncbi_disease", out)

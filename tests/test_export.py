@@ -7,11 +7,11 @@ import pytest
 from flax import nnx
 from safetensors.numpy import load_file
 
-from configs import medmllm_tiny
-from launch import train as trainer
-from medjax import export, sharding
+from medjax import export, named_params, sharding
+from medjax.configs import medmllm_tiny
 from medjax.data import pipeline
 from medjax.train import checkpoint
+from medjax.train import loop as trainer
 from medjax.train import state as state_lib
 
 
@@ -25,28 +25,30 @@ def tiny():
 def test_named_weights_split_layers_and_round_trip(tiny):
   config, ts = tiny
   params = state_lib.init(config, ts)["params"]
-  named = export.to_named(params, ts.logical_specs)
+  named = named_params.to_named(params, ts.logical_specs)
   depth = config.model.image.depth
   stacked = params["image"]["blocks"]["layers"]["mlp"]["up"]["kernel"]
   for i in range(depth):  # one tensor per layer, the layer index after `layers`
     np.testing.assert_array_equal(named[f"image.blocks.layers.{i}.mlp.up.kernel"], stacked[i])
   assert f"image.blocks.layers.{depth}.mlp.up.kernel" not in named
   assert named["image.stem.kernel"].shape == params["image"]["stem"]["kernel"].shape
-  back = export.from_named(named, ts.abstract_state["params"], ts.logical_specs)
+  back = named_params.from_named(named, ts.abstract_state["params"], ts.logical_specs)
   jax.tree.map(np.testing.assert_array_equal, back, params)
 
 
 def test_named_weights_name_what_does_not_fit(tiny):
   config, ts = tiny
-  named = export.to_named(state_lib.init(config, ts)["params"], ts.logical_specs)
+  named = named_params.to_named(state_lib.init(config, ts)["params"], ts.logical_specs)
   abstract, specs = ts.abstract_state["params"], ts.logical_specs
   gone = "image.blocks.layers.1.mlp.up.kernel"
   with pytest.raises(ValueError, match=f"lack {gone}"):
-    export.from_named({k: v for k, v in named.items() if k != gone}, abstract, specs)
+    named_params.from_named({k: v for k, v in named.items() if k != gone}, abstract, specs)
   with pytest.raises(ValueError, match="image.stem.kernel: shape"):
-    export.from_named({**named, "image.stem.kernel": np.zeros((3, 3), np.float32)}, abstract, specs)
+    named_params.from_named({**named, "image.stem.kernel": np.zeros((3, 3), np.float32)},
+                            abstract, specs)
   with pytest.raises(ValueError, match="extra.head.kernel"):
-    export.from_named({**named, "extra.head.kernel": np.zeros(2, np.float32)}, abstract, specs)
+    named_params.from_named({**named, "extra.head.kernel": np.zeros(2, np.float32)},
+                            abstract, specs)
 
 
 def test_export_of_a_trained_run_reproduces_its_encoders(covid_data_dir, tmp_path):
@@ -62,7 +64,7 @@ def test_export_of_a_trained_run_reproduces_its_encoders(covid_data_dir, tmp_pat
                 str(pipeline.tokenizer_path(config.data)), out)
 
   # The safetensors file alone gives back the checkpoint's params, bit for bit.
-  back = export.from_named(load_file(f"{out}/model.safetensors"), ts.abstract_state["params"],
+  back = named_params.from_named(load_file(f"{out}/model.safetensors"), ts.abstract_state["params"],
                            ts.logical_specs)
   jax.tree.map(np.testing.assert_array_equal, back, params)
   spec = json.load(open(f"{out}/config.json"))

@@ -15,8 +15,9 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
+from medjax import contract
+from medjax.contract import study_text, text_of
 from medjax.data import sampler
-from medjax.data.transforms import study_text, text_of
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +63,14 @@ def open_sources(data_cfg, split: str) -> list[Source]:
           for s in specs(data_cfg, split)]
 
 
-def scan(source: Source, *, num_labels: int, num_entities: int) -> Index:
+def scan(source: Source) -> Index:
   """Checks every record against schema v2 (a clear error names the dataset and study) and
   indexes the usable ones. Records with neither image nor text are skipped, counted and logged
   by study id."""
   positions, patients, has_image, skipped, texts = [], [], [], [], 0
   for i in range(len(source.records)):
     record = source.records[i]
-    _check(source.name, i, record, num_labels, num_entities)
+    _check(source.name, i, record)
     image, text = len(record["images"]) > 0, bool(study_text(record))
     if not (image or text):
       skipped.append(text_of(record, "study_id"))
@@ -88,19 +89,18 @@ def scan(source: Source, *, num_labels: int, num_entities: int) -> Index:
   return index
 
 
-def _check(name: str, i: int, record, num_labels: int, num_entities: int) -> None:
-  missing = {"images", "views", "findings", "impression", "notes", "patient_id", "study_id",
-             "source", "labels", "entities"} - set(record)
+def _check(name: str, i: int, record) -> None:
+  missing = set(contract.RECORD_FIELDS) - set(record)
   if missing:
-    raise ValueError(f"{name}: record {i} lacks {sorted(missing)}: record schema v2 expected "
-                     "(docs/contracts.md); re-run its data_prep converter")
+    raise ValueError(f"{name}: record {i} lacks {sorted(missing)}: record schema "
+                     f"v{contract.SCHEMA_VERSION} expected; re-run its data_prep converter")
   study = f"{name}: study {text_of(record, 'study_id')}"
   if len(record["views"]) != len(record["images"]):
     raise ValueError(f"{study}: {len(record['images'])} images but {len(record['views'])} views")
-  for field, size in (("labels", num_labels), ("entities", num_entities)):
+  for field, size in (("labels", len(contract.LABELS)), ("entities", len(contract.ENTITIES))):
     if np.shape(record[field]) != (size,):
       raise ValueError(f"{study}: {field} has shape {np.shape(record[field])}, expected "
-                       f"({size},) (medjax.data.entities changed? re-run the converter)")
+                       f"({size},) (medjax.contract changed? re-run the converter)")
 
 
 class _Fetch:

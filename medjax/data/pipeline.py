@@ -1,5 +1,5 @@
 """Grain input pipeline: studies (record schema v2) of one or more sources -> the batch of
-docs/contracts.md, every key with a static shape, as numpy arrays per process.
+`contract.batch_specs`, every key with a static shape, as numpy arrays per process.
 
   sources --(medjax.data.sampler)--> patient-aware two-record units, endless
           --(medjax.data.mixture)--> weighted mixture of the sources' units
@@ -16,15 +16,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from absl import flags
 import grain
 import jax
-import numpy as np
 import tensorflow_datasets as tfds
+from absl import flags
 
-from medjax.data import entities, mixture, sampler
+from medjax.data import mixture, sampler
 from medjax.data.tokenizer import Tokenizer
-from medjax.data.transforms import Example, patient_hash  # noqa: F401 (patient_hash: public)
+from medjax.data.transforms import Example
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def tokenizer_path(data_cfg) -> Path:
 def load_tokenizer(data_cfg) -> Tokenizer:
   path = tokenizer_path(data_cfg)
   if not path.is_file():
-    raise FileNotFoundError(f"{path}: no tokenizer; train one with data_prep/tokenizer.py")
+    raise FileNotFoundError(f"{path}: no tokenizer; train one with medjax-prepare tokenizer")
   return Tokenizer(path)
 
 
@@ -66,15 +65,13 @@ def from_sources(data_cfg, sources: list[mixture.Source], tokenizer: Tokenizer, 
                  batch_size: int, seed: int, train: bool = True, process_index: int = 0,
                  process_count: int = 1):
   """`make_iterator` on already opened sources (e.g. in-memory lists of records)."""
-  _check_config(data_cfg)
   unit = sampler.UNIT if train else 1
   if batch_size % (unit * process_count):
+    pairs = " (same-patient pairs are never split)" if train else ""
     raise ValueError(f"global batch_size {batch_size} is not divisible by {unit} x process_count "
-                     f"{process_count}" + (" (same-patient pairs are never split)" if train else ""))
-  indexes = [mixture.scan(s, num_labels=len(entities.LABELS), num_entities=len(entities.ENTITIES))
-             for s in sources]
-  example = Example(data_cfg, tokenizer, labels=entities.LABELS, entities=entities.ENTITIES,
-                    train=train)
+                     f"{process_count}{pairs}")
+  indexes = [mixture.scan(s) for s in sources]
+  example = Example(data_cfg, tokenizer, train=train)
   if train:
     ds = mixture.train_units(sources, indexes, seed=seed, pairs=float(data_cfg.patient_pairs))
   else:
@@ -97,34 +94,3 @@ def from_sources(data_cfg, sources: list[mixture.Source], tokenizer: Tokenizer, 
 def _rows(batch: dict) -> dict:
   """[units, records per unit, ...] -> [rows, ...]."""
   return {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.items()}
-
-
-def _check_config(data_cfg) -> None:
-  if data_cfg.get("patch_size") is None:
-    raise ValueError("data.patch_size is not set: the pipeline makes one MAE noise value per "
-                     "image patch; set it to the model's patch size (model.image.patch_size)")
-  size, patch = int(data_cfg.image_size), int(data_cfg.patch_size)
-  if size % patch:
-    raise ValueError(f"data.image_size {size} is not a multiple of data.patch_size {patch}")
-  if int(data_cfg.sentence_len) < 2 or int(data_cfg.text_len) < 2:
-    raise ValueError("data.text_len and data.sentence_len must leave room for BOS and EOS")
-  if not 0 < float(data_cfg.mlm_rate) < 1:
-    raise ValueError(f"data.mlm_rate must be in (0, 1), got {data_cfg.mlm_rate}")
-
-
-def row_specs(data_cfg, patch_size: int) -> dict:
-  """key -> (shape of one row, dtype) of every batch key (docs/contracts.md, "Batch")."""
-  s, c, t, ts = data_cfg.image_size, data_cfg.channels, data_cfg.text_len, data_cfg.sentence_len
-  patches, e = (s // patch_size) ** 2, len(entities.ENTITIES)
-  f32, i32, bool_ = np.float32, np.int32, np.bool_
-  return {
-      "image": ((s, s, c), f32), "image2": ((s, s, c), f32), "patient": ((), i32),
-      "has_image": ((), bool_), "has_text": ((), bool_), "has_sentence": ((), bool_),
-      "has_findings_impression": ((), bool_), "mlm_weights": ((t,), f32),
-      "sr_target_ids": ((ts,), i32), "sr_target_mask": ((ts,), bool_),
-      "image_entities": ((e,), f32), "text_entities": ((e,), f32), "mae_noise": ((patches,), f32),
-      **{k: ((t,), i32) for k in ("text_ids", "mlm_ids", "mlm_targets", "sr_context_ids",
-                                  "findings_ids", "impression_ids")},
-      **{k: ((t,), bool_) for k in ("text_mask", "sr_context_mask", "findings_mask",
-                                    "impression_mask")},
-  }

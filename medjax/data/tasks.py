@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 
-from medjax.data.tokenizer import MASK
+from medjax.contract import MASK
 
 # A '.' after one of these is not a sentence end ("Dr. Lee", "e.g. effusion", "vs. atelectasis").
 _ABBREVIATIONS = frozenset(

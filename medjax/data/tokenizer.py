@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-MASK = "[MASK]"
+from medjax.contract import MASK
 
 
 class Tokenizer:
-  """Wraps a sentencepiece model (bytes or a file path) trained by data_prep/tokenizer.py."""
+  """Wraps a sentencepiece model (bytes or a file path) trained by medjax-prepare tokenizer."""
 
   def __init__(self, model: bytes | str | os.PathLike):
     is_bytes = isinstance(model, (bytes, bytearray))

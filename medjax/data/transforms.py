@@ -1,4 +1,4 @@
-"""One study record (schema v2) -> one row of every batch key of docs/contracts.md.
+"""One study record (schema v2) -> one row of every batch key of `contract.batch_specs`.
 
 Rows of unpaired studies (image-only, text-only) and empty slots get zeros wherever they lack
 the input, so every key exists with a static shape. Train mode draws all randomness (view
@@ -14,18 +14,19 @@ import math
 import numpy as np
 from PIL import Image
 
+from medjax import contract
+from medjax.configs.resolve import NORMALIZE
+from medjax.contract import study_text, text_of
 from medjax.data import tasks
 from medjax.data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
 _LOG_ASPECT = (math.log(3 / 4), math.log(4 / 3))  # random resized crop: width / height range
-NORMALIZE = ("dataset", "per_image")  # data.normalize: see configs/base.py
 _MIN_STD = 1e-3
 # Max brightness shift and relative contrast change, in [0, 1] pixel units. With
 # data.normalize="per_image" only its clipping survives.
 _JITTER = 0.1
-_FRONTAL = ("PA", "AP")
 _UNDECODABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 # Labels whose entity has another name: a non-COVID pneumonia is a pneumonia.
 _LABEL_ENTITY = {"other_pneumonia": "pneumonia"}
@@ -36,17 +37,6 @@ def patient_hash(source: str, patient_id: str) -> int:
   datasets apart."""
   digest = hashlib.sha256(f"{source}/{patient_id}".encode()).digest()
   return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-def text_of(record, key: str) -> str:
-  value = record[key]
-  return (value.decode("utf-8") if isinstance(value, bytes) else str(value)).strip()
-
-
-def study_text(record) -> str:
-  """Findings + impression (a blank line between: always a sentence break), else the notes."""
-  report = [t for t in (text_of(record, "findings"), text_of(record, "impression")) if t]
-  return "\n\n".join(report) if report else text_of(record, "notes")
 
 
 def _crop_box(width: int, height: int, scale, rng: np.random.Generator):
@@ -68,14 +58,15 @@ def pick_view(views, rng: np.random.Generator | None) -> int:
   nothing else. Among the candidates, train mode draws one with the element RNG (over epochs
   every frontal view is seen), eval takes the first (stored order)."""
   names = [v.decode() if isinstance(v, bytes) else str(v) for v in views]
-  candidates = [i for i, v in enumerate(names) if v.upper() in _FRONTAL] or list(range(len(names)))
+  candidates = ([i for i, v in enumerate(names) if v.upper() in contract.FRONTAL_VIEWS]
+                or list(range(len(names))))
   return candidates[int(rng.integers(len(candidates)))] if rng is not None else candidates[0]
 
 
 class Example:
   """Turns units (tuples of (dataset name, record) or None) into stacked rows."""
 
-  def __init__(self, data_cfg, tokenizer: Tokenizer, *, labels, entities, train: bool):
+  def __init__(self, data_cfg, tokenizer: Tokenizer, *, train: bool):
     self.size, self.channels = int(data_cfg.image_size), int(data_cfg.channels)
     self.mean, self.std = float(data_cfg.mean), float(data_cfg.std)
     if data_cfg.normalize not in NORMALIZE:
@@ -85,19 +76,20 @@ class Example:
     self.text_len, self.sentence_len = int(data_cfg.text_len), int(data_cfg.sentence_len)
     self.mlm_rate = float(data_cfg.mlm_rate)
     self.num_patches = (self.size // int(data_cfg.patch_size)) ** 2
+    self._empty = contract.empty_row(data_cfg)
     self.tokenizer, self.train = tokenizer, train
     self.special = (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id, tokenizer.mask_id,
                     tokenizer.unk_id)
     # A positive label adds its entity to the image's vector; labels without one, and the
     # withheld ones (downstream targets pretraining must not see), add nothing.
-    self.num_entities = len(entities)
     withheld = set(data_cfg.withheld_labels)
-    unknown = withheld - set(labels)
+    unknown = withheld - set(contract.LABELS)
     if unknown:
-      raise ValueError(f"data.withheld_labels: {sorted(unknown)} are not labels {list(labels)}")
-    names = [None if n in withheld else _LABEL_ENTITY.get(n, n) for n in labels]
-    self.label_to_entity = np.array([list(entities).index(n) if n in entities else -1
-                                     for n in names], np.int64)
+      raise ValueError(f"data.withheld_labels: {sorted(unknown)} are not labels "
+                       f"{list(contract.LABELS)}")
+    names = [None if n in withheld else _LABEL_ENTITY.get(n, n) for n in contract.LABELS]
+    self.label_to_entity = np.array([contract.ENTITIES.index(n) if n in contract.ENTITIES
+                                     else -1 for n in names], np.int64)
     self.undecodable = 0  # images met at read time that PIL cannot open (this process)
 
   def __call__(self, unit, rng: np.random.Generator) -> dict:
@@ -105,22 +97,8 @@ class Example:
     return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
   def empty(self) -> dict:
-    """All zeros: no image, no text, patient -1 (matches nobody's hash)."""
-    t, ts, s = self.text_len, self.sentence_len, self.size
-    ints = {k: np.zeros(t, np.int32) for k in ("text_ids", "mlm_ids", "mlm_targets",
-                                               "sr_context_ids", "findings_ids", "impression_ids")}
-    masks = {k: np.zeros(t, bool) for k in ("text_mask", "sr_context_mask", "findings_mask",
-                                            "impression_mask")}
-    flags = {k: np.bool_(False) for k in ("has_image", "has_text", "has_sentence",
-                                          "has_findings_impression")}
-    return {"image": np.zeros((s, s, self.channels), np.float32),
-            "image2": np.zeros((s, s, self.channels), np.float32),
-            "patient": np.int32(-1), **ints, **masks, **flags,
-            "mlm_weights": np.zeros(t, np.float32),
-            "sr_target_ids": np.zeros(ts, np.int32), "sr_target_mask": np.zeros(ts, bool),
-            "image_entities": np.zeros(self.num_entities, np.float32),
-            "text_entities": np.zeros(self.num_entities, np.float32),
-            "mae_noise": np.zeros(self.num_patches, np.float32)}
+    """`contract.empty_row`: no image, no text, a patient that matches nobody."""
+    return {k: v.copy() for k, v in self._empty.items()}
 
   def row(self, item, rng: np.random.Generator) -> dict:
     dataset, record = item

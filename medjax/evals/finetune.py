@@ -20,7 +20,9 @@ import optax
 from flax import nnx
 from sklearn.metrics import roc_auc_score
 
-from medjax.evals.labelled import embed, labelled_images, logistic_probe, model_params
+from medjax.configs import resolve
+from medjax.evals.labelled import embed, labelled_images, logistic_probe
+from medjax.train import checkpoint
 
 MODES = ("linear", "full")
 
@@ -86,13 +88,15 @@ def run(config, workdir: str | None, task: str = "diagnosis", fractions=(0.01, 0
         seeds: int = 5, mode: str = "linear", dataset: str = "covid_cxr", steps: int = 100,
         lr: float = 1e-4, batch_size: int = 32) -> dict:
   """AUROC on the validation split after training on each label fraction, for `seeds` seeds."""
+  config = resolve.resolved(config)
   if mode not in MODES:
     raise ValueError(f"unknown mode {mode!r}; known: {MODES}")
   images, labels, patients, unseen = labelled_images(config, dataset, task)
   train, val = ~unseen, unseen
   if len(set(labels[val])) < 2:
     raise ValueError(f"{dataset} validation split: {task!r} has one class only; no AUROC")
-  graphdef, params = model_params(config, workdir)
+  ts, params = checkpoint.load_model(config, workdir)
+  graphdef = ts.graphdef
   out = dict(task=task, mode=mode, dataset=dataset,
              tower=workdir or f"random init (seed {config.seed})",
              train=dict(images=int(train.sum()), patients=len(set(patients[train]))),

@@ -2,7 +2,7 @@
 
 A task turns one record into a binary label, or None when the record does not take part:
 - "diagnosis": covid19 (1) vs other_pneumonia (0); records with neither or both are left out;
-- each outcome of `entities.OUTCOMES` (prognosis): Y = 1, N = 0; blank is left out.
+- each outcome of `contract.OUTCOMES` (prognosis): Y = 1, N = 0; blank is left out.
 Only pixels are read: the clinical notes, which often name the diagnosis, are not.
 """
 import functools
@@ -15,22 +15,21 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from medjax import sharding
-from medjax.data import entities, pipeline
+from medjax import contract
+from medjax.configs import resolve
+from medjax.data import pipeline
 from medjax.data.transforms import Example
-from medjax.train import checkpoint
-from medjax.train import state as state_lib
 
 POSITIVE, NEGATIVE = "covid19", "other_pneumonia"
-TASKS = ("diagnosis",) + entities.OUTCOMES
+TASKS = ("diagnosis",) + contract.OUTCOMES
 
 
 def label_of(record, task: str) -> int | None:
   if task == "diagnosis":
     lab = np.asarray(record["labels"])
-    pos, neg = (lab[entities.LABELS.index(name)] == 1 for name in (POSITIVE, NEGATIVE))
+    pos, neg = (lab[contract.LABELS.index(name)] == 1 for name in (POSITIVE, NEGATIVE))
     return None if pos == neg else int(pos)
-  if task in entities.OUTCOMES:
+  if task in contract.OUTCOMES:
     code = int(record[task])
     return code if code in (0, 1) else None
   raise ValueError(f"unknown task {task!r}; known: {TASKS}")
@@ -40,10 +39,8 @@ def image_records(config, dataset: str, splits=("train", "validation"),
                   keep=lambda record: True):
   """(split, record, image) for each record of the splits with an image that `keep` accepts;
   the image is preprocessed as the eval pipeline does. What every evaluation reads."""
-  data_cfg = config.data.copy_and_resolve_references()
-  data_cfg.patch_size = config.model.image.patch_size
-  example = Example(data_cfg, pipeline.load_tokenizer(data_cfg), labels=entities.LABELS,
-                    entities=entities.ENTITIES, train=False)
+  data_cfg = resolve.resolved(config).data
+  example = Example(data_cfg, pipeline.load_tokenizer(data_cfg), train=False)
   rng = np.random.default_rng(0)  # only feeds text masking, which no evaluation reads
   for split in splits:
     for record in tfds.data_source(dataset, split=split, data_dir=data_cfg.dir, download=False):
@@ -67,16 +64,6 @@ def labelled_images(config, dataset: str, task: str = "diagnosis"):
   if not images:
     raise ValueError(f"{dataset} under {config.data.dir}: no image has a {task!r} label")
   return np.stack(images), np.array(labels), np.array(patients), np.array(unseen)
-
-
-def model_params(config, workdir: str | None):
-  """(graphdef, params) of the config's model on one device: `workdir`'s params (a run's newest
-  checkpoint, a step directory or an export) or, when it is empty, a random init (config.seed)."""
-  ts = state_lib.setup(config, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
-  if workdir:
-    return ts.graphdef, checkpoint.load_params(workdir, ts.abstract_state["params"],
-                                               ts.logical_specs)
-  return ts.graphdef, state_lib.init(config, ts)["params"]
 
 
 # Module-level and keyed on the model's graph: every tower of one config reuses one compile.

@@ -23,15 +23,13 @@ tower can see them.
 """
 import itertools
 
-import jax
 import numpy as np
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
-from medjax import sharding
+from medjax.configs import resolve
 from medjax.evals.labelled import NEGATIVE, POSITIVE, embed, labelled_images, logistic_probe
 from medjax.train import checkpoint
-from medjax.train import state as state_lib
 
 FLOORS = ("pixels_16x16", "brightness_contrast")
 
@@ -123,16 +121,17 @@ def permutation_test(a: list[float], b: list[float]) -> dict:
 def run(config, workdirs: list[str], dataset: str = "covid_cxr", random_inits: int = 8) -> dict:
   """The pretraining runs `workdirs` (one recipe at one or several seeds) vs `random_inits`
   random towers (seeds 0, 1, ...) of the same config; each side scores the mean of its towers."""
+  config = resolve.resolved(config)
   images, labels, patients, unseen = labelled_images(config, dataset)
-  ts = state_lib.setup(config, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
+  ts, _ = checkpoint.load_model(config)
   runs = [f"pretrained_{i}" for i in range(len(workdirs))]
   randoms = [f"random_init_{seed}" for seed in range(random_inits)]
-  inits = {name: checkpoint.load_params(workdir, ts.abstract_state["params"], ts.logical_specs)
+  inits = {name: checkpoint.load_model(config, workdir, ts)[1]
            for name, workdir in zip(runs, workdirs)}
   for seed, name in enumerate(randoms):
     seeded = config.copy_and_resolve_references()
     seeded.seed = seed
-    inits[name] = state_lib.init(seeded, ts)["params"]
+    inits[name] = checkpoint.load_model(seeded, "", ts)[1]
   out = dict(images=len(labels), patients=len(set(patients)), positives=int(labels.sum()),
              task=f"{POSITIVE} vs {NEGATIVE}", workdirs=list(workdirs))
   features = {name: embed(ts.graphdef, params, images) for name, params in inits.items()}

@@ -19,9 +19,11 @@ from flax import nnx
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU
 
+from medjax.configs import resolve
 from medjax.data import pipeline
 from medjax.data.transforms import study_text
-from medjax.evals.labelled import embed, image_records, model_params
+from medjax.evals.labelled import embed, image_records
+from medjax.train import checkpoint
 
 
 # Module-level and keyed on the model's graph and token ids: one compile per config and batch.
@@ -78,13 +80,15 @@ def run(config, workdir: str | None, dataset: str = "covid_cxr", split: str = "v
         length: int | None = None) -> tuple[dict, list[str], list[str]]:
   """Scores of the model's reports and of the nearest-train-report baseline on `split`.
   -> (summary, generated texts, reference texts); the texts are for the caller to keep or not."""
+  config = resolve.resolved(config)
   if split == "train":
     raise ValueError("split 'train': the baseline retrieves train reports; score another split")
   length = length or config.data.text_len
   if not 2 <= length <= config.model.decoder.max_len:
     raise ValueError(f"report length {length}: the decoder takes 2..{config.model.decoder.max_len}"
                      " tokens (model.decoder.max_len)")
-  graphdef, params = model_params(config, workdir)
+  ts, params = checkpoint.load_model(config, workdir)
+  graphdef = ts.graphdef
   tokenizer = pipeline.load_tokenizer(config.data.copy_and_resolve_references())
   images, references = paired_images(config, dataset, split)
   ids = generate(graphdef, params, images, tokenizer, length)

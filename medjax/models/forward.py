@@ -43,7 +43,8 @@ def jointly(fn, inputs: list[tuple]) -> list:
   k = len(inputs)
   folded = jax.tree.map(lambda *xs: jnp.stack(xs, 1).reshape(-1, *xs[0].shape[1:]), *inputs)
   out = fn(*folded)
-  return [jax.tree.map(lambda y: y.reshape(-1, k, *y.shape[1:])[:, i], out) for i in range(k)]
+  return [jax.tree.map(lambda y, i=i: y.reshape(-1, k, *y.shape[1:])[:, i], out)
+          for i in range(k)]
 
 
 def outputs(model, batch: dict, needs: frozenset[str]) -> dict:

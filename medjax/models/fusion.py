@@ -21,15 +21,15 @@ class Fusion(nnx.Module):
   """
 
   def __init__(self, image_width: int, width: int, depth: int, heads: int, mlp_dim: int, *,
-               dtype=jnp.float32, param_dtype=jnp.float32, remat: bool = False,
-               rngs: nnx.Rngs):
+               dtype=jnp.float32, param_dtype=jnp.float32,
+               stack: layers.StackOptions = layers.StackOptions(), rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.dtype = dtype
     self.image_in = layers.dense(image_width, width, ("embed",), ("embed",), **kw)
     init = layers.partitioned(nnx.initializers.normal(0.02), "embed")
     self.image_type = nnx.Param(init(rngs.params(), (width,), param_dtype))
     self.text_type = nnx.Param(init(rngs.params(), (width,), param_dtype))
-    self.blocks = layers.Stack(depth, width, heads, mlp_dim, remat=remat, **kw)
+    self.blocks = layers.Stack(depth, width, heads, mlp_dim, options=stack, **kw)
     self.norm = layers.layer_norm(width, **kw)
 
   def __call__(self, image_tokens: jax.Array, text_states: jax.Array,

@@ -5,7 +5,7 @@ trainer can derive its placement from ``nnx.get_partition_spec`` alone.
 """
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -16,21 +16,17 @@ from medjax import sharding
 
 RESIDUAL = ("batch", "act_length", "act_embed")
 
-# XLA's cost analysis counts a loop body once, whatever its trip count: a scanned Stack of 12
-# blocks reads as one block. FLOP counting (medjax.train.metrics.model_flops) traces the stacks
-# unrolled instead; training keeps the scan (its compile time is one block's at any depth).
-_unroll_stacks = False
 
+@dataclasses.dataclass(frozen=True)
+class StackOptions:
+  """How every tower applies its blocks (model.remat, model.scan_layers).
 
-@contextlib.contextmanager
-def unrolled_stacks():
-  """Within it, every Stack traces as `depth` unrolled blocks: the same numbers, a bigger graph."""
-  global _unroll_stacks
-  previous, _unroll_stacks = _unroll_stacks, True
-  try:
-    yield
-  finally:
-    _unroll_stacks = previous
+  remat: recompute a block's activations in the backward pass instead of storing them (bounds
+  activation memory by one block). scan: one scanned loop body for all blocks (compile time of
+  one block at any depth); False unrolls them into the graph: the same numbers and parameters,
+  and what FLOP counting needs, since XLA's cost analysis counts a loop body once."""
+  remat: bool = False
+  scan: bool = True
 
 
 def partitioned(initializer, *axes: str):
@@ -138,15 +134,14 @@ class Stack(nnx.Module):
   """``depth`` identical blocks, parameters stacked on a leading ``layers`` axis, applied with a
   scan: the traced graph, init time and compile time stay those of one block at any depth.
 
-  With ``remat``, a block's activations are recomputed in the backward pass instead of stored,
-  which bounds activation memory by one block for deep towers.
+  `options` (StackOptions): remat, and scanned or unrolled.
   """
 
   def __init__(self, depth: int, width: int, heads: int, mlp_dim: int, *, causal: bool = False,
-               cross: bool = False, remat: bool = False, dtype=jnp.float32,
+               cross: bool = False, options: StackOptions = StackOptions(), dtype=jnp.float32,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
     self.depth = depth
-    self.remat = remat
+    self.options = options
 
     @nnx.split_rngs(splits=depth)
     @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
@@ -162,7 +157,7 @@ class Stack(nnx.Module):
     def body(x, block, mask, context, context_mask):
       return block(x, mask, context, context_mask)
 
-    body = nnx.remat(body) if self.remat else body
+    body = nnx.remat(body) if self.options.remat else body
     scan = nnx.scan(body, in_axes=(nnx.Carry, 0, None, None, None), out_axes=nnx.Carry,
-                    unroll=True if _unroll_stacks else 1)
+                    unroll=1 if self.options.scan else True)
     return scan(x, self.layers, mask, context, context_mask)

@@ -47,14 +47,14 @@ class MaeDecoder(nnx.Module):
 
   def __init__(self, in_width: int, width: int, depth: int, heads: int, mlp_dim: int,
                patch_dim: int, *, dtype=jnp.float32, param_dtype=jnp.float32,
-               remat: bool = False, rngs: nnx.Rngs):
+               stack: layers.StackOptions = layers.StackOptions(), rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.width = width
     self.dtype = dtype
     self.embed = layers.dense(in_width, width, ("embed",), ("embed",), **kw)
     init = layers.partitioned(nnx.initializers.normal(0.02), "embed")
     self.mask_token = nnx.Param(init(rngs.params(), (width,), param_dtype))
-    self.blocks = layers.Stack(depth, width, heads, mlp_dim, remat=remat, **kw)
+    self.blocks = layers.Stack(depth, width, heads, mlp_dim, options=stack, **kw)
     self.norm = layers.layer_norm(width, **kw)
     self.pred = layers.dense(width, patch_dim, ("embed",), ("patch",), **kw)
 

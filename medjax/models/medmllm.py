@@ -31,8 +31,8 @@ def _l2_normalize(x: jax.Array) -> jax.Array:
 
 
 class MedMLLM(nnx.Module):
-  """The full model, built from the ``model`` sub-config (documented in configs/base.py):
-  dtype, remat, proj_dim, mask_ratio, image (width, depth, heads, mlp_dim, patch_size,
+  """The full model, built from the ``model`` sub-config (documented in medjax/configs/base.py):
+  dtype, remat, scan_layers, proj_dim, mask_ratio, image (width, depth, heads, mlp_dim, patch_size,
   channels), text (vocab_size, width, depth, heads, mlp_dim, max_len), decoder (width, depth,
   heads, mlp_dim, max_len; shares the text vocabulary), mae_decoder (width, depth, heads,
   mlp_dim) and fusion (depth, heads, mlp_dim; at the text width). Depth 0 = no such module.
@@ -43,7 +43,7 @@ class MedMLLM(nnx.Module):
 
   def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
     kw = dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.float32, rngs=rngs)
-    tower = dict(kw, remat=cfg.remat)
+    tower = dict(kw, stack=layers.StackOptions(remat=cfg.remat, scan=cfg.scan_layers))
     im, tx, de, md, fu = cfg.image, cfg.text, cfg.decoder, cfg.mae_decoder, cfg.fusion
     self.mask_ratio = cfg.mask_ratio
     self.image = ViT(im.width, im.depth, im.heads, im.mlp_dim, im.patch_size, im.channels,

@@ -47,11 +47,11 @@ class TextEncoder(nnx.Module):
   """
 
   def __init__(self, vocab_size: int, width: int, depth: int, heads: int, mlp_dim: int,
-               max_len: int, *, dtype=jnp.float32, param_dtype=jnp.float32, remat: bool = False,
-               rngs: nnx.Rngs):
+               max_len: int, *, dtype=jnp.float32, param_dtype=jnp.float32,
+               stack: layers.StackOptions = layers.StackOptions(), rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.embed = _Embedding(vocab_size, width, max_len, **kw)
-    self.blocks = layers.Stack(depth, width, heads, mlp_dim, remat=remat, **kw)
+    self.blocks = layers.Stack(depth, width, heads, mlp_dim, options=stack, **kw)
     self.norm = layers.layer_norm(width, **kw)
 
   def __call__(self, ids: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -76,10 +76,10 @@ class TextDecoder(nnx.Module):
 
   def __init__(self, vocab_size: int, width: int, depth: int, heads: int, mlp_dim: int,
                max_len: int, *, dtype=jnp.float32, param_dtype=jnp.float32,
-               remat: bool = False, rngs: nnx.Rngs):
+               stack: layers.StackOptions = layers.StackOptions(), rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.embed = _Embedding(vocab_size, width, max_len, **kw)
-    self.blocks = layers.Stack(depth, width, heads, mlp_dim, causal=True, cross=True, remat=remat,
+    self.blocks = layers.Stack(depth, width, heads, mlp_dim, causal=True, cross=True, options=stack,
                                **kw)
     self.norm = layers.layer_norm(width, **kw)
 

@@ -50,7 +50,7 @@ class ViT(nnx.Module):
 
   def __init__(self, width: int, depth: int, heads: int, mlp_dim: int, patch_size: int,
                channels: int = 3, *, dtype=jnp.float32, param_dtype=jnp.float32,
-               remat: bool = False, rngs: nnx.Rngs):
+               stack: layers.StackOptions = layers.StackOptions(), rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.width = width
     self.patch_size = patch_size
@@ -63,7 +63,7 @@ class ViT(nnx.Module):
         "bnp,pd->bnd", (patch_dim, width), (width,),
         kernel_init=layers.partitioned(nnx.initializers.lecun_normal(), "patch", "embed"),
         bias_init=layers.partitioned(nnx.initializers.zeros_init(), "embed"), **kw)
-    self.blocks = layers.Stack(depth, width, heads, mlp_dim, remat=remat, **kw)
+    self.blocks = layers.Stack(depth, width, heads, mlp_dim, options=stack, **kw)
     self.norm = layers.layer_norm(width, **kw)
 
   def patchify(self, images: jax.Array) -> tuple[jax.Array, tuple[int, int]]:

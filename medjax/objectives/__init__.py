@@ -7,6 +7,7 @@ and switch unusable rows off with weights (has_image, has_text, ...), so they ar
 when a batch has nothing for them.
 """
 import importlib
+import math
 
 import jax.numpy as jnp
 
@@ -24,6 +25,27 @@ def active(objectives_cfg) -> dict:
   if unknown:
     raise ValueError(f"Unknown objectives {sorted(unknown)}; known: {list(NAMES)}")
   return {name: c for name, c in objectives_cfg.items() if c.weight}
+
+
+def validate(objectives_cfg) -> None:
+  """Raises ValueError naming the first bad `config.objectives.<name>.<field>`: unknown
+  objectives, weights that are not finite and >= 0, temperatures that are not > 0, and each
+  objective's own options (its module's `validate(cfg)`, where it has one)."""
+  active(objectives_cfg)
+  for name, cfg in objectives_cfg.items():
+    for key, value in cfg.items():
+      field = f"config.objectives.{name}.{key}"
+      number = isinstance(value, (int, float)) and not isinstance(value, bool)
+      if key == "weight" and not (number and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{field} = {value!r}: must be a finite number >= 0 (0 = off)")
+      learned = name == "image_text" and key == "tau"  # image_text: tau 0 = learned
+      if key.startswith("tau") and not (number and math.isfinite(value)
+                                        and (value > 0 or (learned and value == 0))):
+        raise ValueError(f"{field} = {value!r}: a temperature must be a finite number > 0"
+                         + (" (or 0: learned)" if learned else ""))
+    own = getattr(_module(name), "validate", None)
+    if own is not None:
+      own(cfg)
 
 
 def needs(objectives_cfg) -> frozenset:

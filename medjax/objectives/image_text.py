@@ -49,10 +49,17 @@ def siglip_loss(outputs, cfg, pairs):
 KINDS = {"clip": clip_loss, "siglip": siglip_loss}
 
 
+def validate(cfg) -> None:
+  if cfg.kind not in KINDS:
+    raise ValueError(f"config.objectives.image_text.kind = {cfg.kind!r}: one of {sorted(KINDS)}")
+  if not 0 <= cfg.i2t_weight <= 1:
+    raise ValueError(f"config.objectives.image_text.i2t_weight = {cfg.i2t_weight!r}: must be in "
+                     "[0, 1]")
+
+
 def loss(outputs, batch, cfg):
   """Contrastive loss of `cfg.kind`, plus in-batch retrieval accuracy (top-1, both ways)."""
-  if cfg.kind not in KINDS:
-    raise ValueError(f"objectives.image_text.kind={cfg.kind!r}; choose one of {sorted(KINDS)}")
+  validate(cfg)
   pairs = batch["has_image"].astype(bool) & batch["has_text"].astype(bool)
   value, i2t_top1, t2i_top1 = KINDS[cfg.kind](outputs, cfg, pairs)
   return value, {"i2t_top1": i2t_top1, "t2i_top1": t2i_top1,

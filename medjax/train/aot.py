@@ -8,16 +8,16 @@ import time
 import jax
 import numpy as np
 
-from medjax import sharding
-from medjax.data import pipeline
+from medjax import contract, sharding
+from medjax.configs import resolve
 from medjax.train import metrics, stages
 from medjax.train import state as state_lib
 from medjax.train import step as step_lib
 
 
 def abstract_batch(config, batch_sharding=None) -> dict:
-  """The global batch the input pipeline yields for `config`, as ShapeDtypeStructs."""
-  specs = pipeline.row_specs(config.data, config.model.image.patch_size)
+  """The global batch the input pipeline yields for a resolved `config`, as ShapeDtypeStructs."""
+  specs = contract.batch_specs(config.data)
   return {k: jax.ShapeDtypeStruct((config.batch_size, *shape), dtype, sharding=batch_sharding)
           for k, (shape, dtype) in specs.items()}
 
@@ -45,9 +45,11 @@ def train_step(ts: state_lib.TrainSetup, mesh, objectives_cfg):
                  out_shardings=(ts.shardings, None), donate_argnums=0)
 
 
-def step_flops_per_device(config, ts: state_lib.TrainSetup, mesh, objectives_cfg) -> float:
-  """FLOPs of one train step per device, as MFU counts them: the whole step's
-  (`metrics.model_flops`) split evenly over the mesh's devices."""
+def step_flops_per_device(config, mesh, objectives_cfg) -> float:
+  """FLOPs of one train step per device, as MFU counts them: the whole step's, traced with the
+  layer stacks unrolled (`metrics.model_flops`), split evenly over the mesh's devices."""
+  config = metrics.unrolled(resolve.resolved(config))
+  ts = state_lib.setup(config, mesh)
   with jax.set_mesh(mesh):
     flops = metrics.model_flops(train_step(ts, mesh, objectives_cfg), ts.abstract_state,
                                 abstract_batch(config, sharding.batch_sharding(mesh)))
@@ -57,6 +59,7 @@ def step_flops_per_device(config, ts: state_lib.TrainSetup, mesh, objectives_cfg
 def compile_train_step(config, mesh, objectives_cfg=None):
   """(compiled step, TrainSetup, seconds to lower + compile) for `config` on `mesh`, training
   `objectives_cfg` (default: config.objectives; a stage passes its own)."""
+  config = resolve.resolved(config)
   ts = state_lib.setup(config, mesh)
   objectives_cfg = config.objectives if objectives_cfg is None else objectives_cfg
   t0 = time.perf_counter()
@@ -69,6 +72,7 @@ def compile_train_step(config, mesh, objectives_cfg=None):
 def memory_report(config, mesh) -> dict:
   """Per-device bytes of params and optimizer state (from the shardings) and XLA's memory
   analysis of each stage's compiled step (stages differ in activations), for one mesh."""
+  config = resolve.resolved(config)
   report = dict(mesh=dict(mesh.shape), devices=mesh.size, stages={})
   for stage in stages.plan(config):
     compiled, ts, seconds = compile_train_step(config, mesh, stage.objectives)

@@ -20,12 +20,9 @@ import safetensors.numpy
 from flax import traverse_util
 from jax.experimental import multihost_utils
 
-from medjax import export
-
-# Config keys that must be equal to continue a run in the same workdir: they change what the
-# saved numbers mean. Everything else (steps, logging, mesh, data paths, workers) may change.
-MUST_MATCH = ("seed", "batch_size", "model", "objectives", "stages", "data.name", "data.sources",
-              "data.image_size", "data.text_len")
+from medjax import named_params, sharding
+from medjax.configs.resolve import MAY_DIFFER_ON_RESUME
+from medjax.train import state as state_lib
 
 
 def manager(workdir: str, config) -> ocp.CheckpointManager:
@@ -62,11 +59,13 @@ def save(mgr: ocp.CheckpointManager, step: int, state, data_iter, meta: dict) ->
 
 
 def check_compatible(saved_meta: dict, meta: dict, where: str) -> None:
-  """Raises if the run in `where` was made with another model, objectives or data."""
+  """Raises if the run in `where` was made with another config: every field must be equal
+  except those of MAY_DIFFER_ON_RESUME (how a run runs, not what it learns)."""
   old, new = (traverse_util.flatten_dict(c, sep=".")
               for c in (saved_meta.get("config", {}), meta["config"]))
+  free = lambda k: any(k == f or k.startswith(f + ".") for f in MAY_DIFFER_ON_RESUME)
   diff = sorted(k for k in set(old) | set(new)
-                if k.startswith(MUST_MATCH) and _norm(old.get(k)) != _norm(new.get(k)))
+                if not free(k) and _norm(old.get(k)) != _norm(new.get(k)))
   if diff:
     lines = "\n".join(f"  {k}: saved {old.get(k)!r}, now {new.get(k)!r}" for k in diff[:10])
     raise ValueError(f"{where} holds a run of another config; use a new --workdir, or "
@@ -115,12 +114,12 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state, data_iter, meta: 
 def load_params(path: str, abstract_params, logical_specs):
   """Params only: the start of fine-tuning or of a new stage; optimizer state and data position
   are not read. `path` is another run's workdir (its newest step), one step directory, or
-  exported weights (`launch/export.py`: the export directory or its model.safetensors), which a
+  exported weights (`medjax-export`: the export directory or its model.safetensors), which a
   run elsewhere may have handed over; `logical_specs` restacks their per-layer tensors."""
   path = os.path.abspath(path)
   weights = path if path.endswith(".safetensors") else os.path.join(path, "model.safetensors")
   if os.path.isfile(weights):
-    params = export.from_named(safetensors.numpy.load_file(weights), abstract_params,
+    params = named_params.from_named(safetensors.numpy.load_file(weights), abstract_params,
                                logical_specs)
     return jax.tree.map(lambda v, a: jax.device_put(np.asarray(v, a.dtype), a.sharding),
                         params, abstract_params)
@@ -140,6 +139,16 @@ def load_params(path: str, abstract_params, logical_specs):
     return ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
         partial_restore=True))["params"]
+
+
+def load_model(config, path: str = "", ts=None):
+  """(TrainSetup on one device, params) for evaluations and exports: `path`'s params (a workdir,
+  step directory or export, as `load_params`) or, when `path` is empty, a random init of
+  `config.seed`. Pass `ts` to reuse one setup for several towers of a config."""
+  ts = ts or state_lib.setup(config, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
+  if path:
+    return ts, load_params(path, ts.abstract_state["params"], ts.logical_specs)
+  return ts, state_lib.init(config, ts)["params"]
 
 
 class Preemption:

@@ -5,17 +5,22 @@ import os
 import jax
 from tensorboardX import SummaryWriter
 
-from medjax.models import layers
+
+def unrolled(config):
+  """`config` with every layer stack unrolled (model.scan_layers False): what `model_flops`
+  must trace, since XLA counts a scanned loop body once, whatever its trip count (medmllm_s's
+  6-block image tower would read as 1/6 of its FLOPs)."""
+  out = config.copy_and_resolve_references()
+  out.model.scan_layers = False
+  return out
 
 
 def model_flops(fn, *args) -> float:
   """FLOPs of one call of `fn(*args)` over the whole mesh (args may be ShapeDtypeStructs):
-  XLA's count of the traced, unoptimised program with every layer stack unrolled. Nothing is
-  compiled. The compiled program would not do: XLA counts a scanned stack's loop body once, so
-  medmllm_s's 6-block image tower read as 1/6 of its FLOPs (and MFU as ~1/5 of the truth).
-  With model.remat the recomputed forward is counted too (hardware, not model, FLOPs)."""
-  with layers.unrolled_stacks():
-    cost = jax.jit(fn).lower(*args).cost_analysis()
+  XLA's count of the traced, unoptimised program; nothing is compiled. Build `fn` from an
+  `unrolled` config. With model.remat the recomputed forward is counted too (hardware, not
+  model, FLOPs)."""
+  cost = jax.jit(fn).lower(*args).cost_analysis()
   return float(cost.get("flops", 0.0)) if cost else 0.0
 
 
@@ -32,7 +37,7 @@ class MetricWriter:
     if self._active:
       os.makedirs(workdir, exist_ok=True)
       self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")  # noqa: SIM115
 
   def write(self, step: int, scalars: dict):
     if not self._active:

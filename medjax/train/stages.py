@@ -39,10 +39,10 @@ def plan(config) -> list[Stage]:
       raise ValueError(f"stage {spec.get('name')!r} has unknown keys {sorted(extra)}; "
                        "a stage has name, steps, weights and optionally sources")
     cfg = config.objectives.copy_and_resolve_references()
-    unknown = set(spec["weights"]) - set(cfg.keys())
+    unknown = set(spec["weights"]) - set(cfg)
     if unknown:
       raise ValueError(f"stage {spec['name']!r} weights unknown objectives {sorted(unknown)}")
-    for name in cfg.keys():
+    for name in cfg:
       cfg[name].weight = float(spec["weights"].get(name, 0.0))
     sources = tuple(dict(s) for s in spec.get("sources", default_sources))
     out.append(Stage(spec["name"], first, first + spec["steps"] - 1, cfg, sources))
@@ -73,10 +73,11 @@ def same_stream(stages: list[Stage], step: int) -> bool:
 def flops_shares(graphdef, stage: Stage, params, batch) -> dict:
   """Each active objective's forward+backward FLOPs (traced alone, `metrics.model_flops`) over
   the sum of them: where a stage's step time goes, to first order. Shared work (one image
-  encoding serving two objectives) is counted in each."""
+  encoding serving two objectives) is counted in each. `graphdef`: of the model built from a
+  `metrics.unrolled` config."""
   def grad_of(name):
     cfg = stage.objectives.copy_and_resolve_references()
-    for other in cfg.keys():
+    for other in cfg:
       cfg[other].weight = float(other == name)
 
     def loss(params, batch):

@@ -1,7 +1,8 @@
 """The train state (a plain pytree Orbax can save) and its placement on the mesh.
 
-state = {step, params, opt_state, nonfinite_in_row, skipped_steps}: params are a pure dict of arrays, the model's
-graph (its Python structure) is kept apart as `graphdef` and merged back inside the step.
+state = {step, params, opt_state, nonfinite_in_row, skipped_steps}: params are a pure dict of
+arrays, the model's graph (its Python structure) is kept apart as `graphdef` and merged back
+inside the step.
 Shardings come from the abstract init (`eval_shape`), never written by hand per layer.
 """
 import dataclasses
@@ -10,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from medjax import sharding
 from medjax.models.medmllm import MedMLLM

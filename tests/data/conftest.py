@@ -1,10 +1,10 @@
 """Fixtures of synthetic in-memory sources and a tokenizer trained on their text."""
 import pytest
-
 import synthetic_data
-from data_prep import tokenizer as tokenizer_prep
+
 from medjax.data.mixture import Source
 from medjax.data.tokenizer import Tokenizer
+from medjax.data_prep import tokenizer as tokenizer_prep
 
 
 @pytest.fixture(scope="session")

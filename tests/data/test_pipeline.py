@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import synthetic_data as sd
 import tensorflow_datasets as tfds
 
-import synthetic_data as sd
-from data_prep import tokenizer as tokenizer_prep
-from medjax.data import entities, pipeline
+from medjax import contract
+from medjax.data import pipeline, transforms
 from medjax.data.mixture import Source
+from medjax.data_prep import tokenizer as tokenizer_prep
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "docs" / "contracts.md"
 
@@ -30,7 +31,7 @@ def _contract_keys() -> set[str]:
 
 
 def _specs(cfg) -> dict:
-  return {k: (dtype, shape) for k, (shape, dtype) in pipeline.row_specs(cfg, cfg.patch_size).items()}
+  return {k: (dtype, shape) for k, (shape, dtype) in contract.batch_specs(cfg).items()}
 
 
 def _run(sources, tokenizer, n: int, cfg=None, **kwargs) -> list[dict]:
@@ -55,7 +56,7 @@ def _rows(batches: list[dict]) -> collections.Counter:
 
 
 def _patients(records) -> collections.Counter:
-  return collections.Counter(pipeline.patient_hash(r["source"].decode(), r["patient_id"].decode())
+  return collections.Counter(transforms.patient_hash(r["source"].decode(), r["patient_id"].decode())
                              for r in records)
 
 
@@ -124,7 +125,7 @@ def test_entity_vectors_from_labels_and_text(synth_tokenizer):
               train=False)
 
   def names(vec):
-    return {entities.ENTITIES[i] for i in np.flatnonzero(vec)}
+    return {contract.ENTITIES[i] for i in np.flatnonzero(vec)}
 
   # labels (positives; other_pneumonia is a pneumonia) + the entities present in the paired text
   assert names(b["image_entities"][0]) == {"pneumothorax", "pneumonia", "cardiomegaly"}
@@ -272,10 +273,6 @@ def test_logs_never_contain_text(synth_sources, synth_tokenizer, caplog):
 
 
 def test_config_and_record_errors(synth_sources, synth_tokenizer):
-  with pytest.raises(ValueError, match="patch_size is not set"):
-    _run(synth_sources, synth_tokenizer, 1, sd.synth_cfg(patch_size=None))
-  with pytest.raises(ValueError, match="not a multiple"):
-    _run(synth_sources, synth_tokenizer, 1, sd.synth_cfg(patch_size=5))
   with pytest.raises(ValueError, match="not divisible"):
     _run(synth_sources, synth_tokenizer, 1, batch_size=6, process_count=2)
   v1 = dict(synth_sources[0].records[0])
@@ -385,7 +382,8 @@ def test_real_text_only_reports(text_data_dir, tmp_path):
   assert b["has_text"][real].all()
   iu = np.isin(b["patient"], list(_patients(_records(text_data_dir, "iu_xray", "train"))))
   assert iu.sum() == pytest.approx(real.sum() / 2, abs=2)  # weights 1:1
-  assert b["has_findings_impression"][iu].mean() > 0.5 and not b["has_findings_impression"][~iu].any()
+  both = b["has_findings_impression"]
+  assert both[iu].mean() > 0.5 and not both[~iu].any()
   fi = b["has_findings_impression"]
   assert b["findings_mask"][fi].any(1).all() and b["impression_mask"][fi].any(1).all()
   assert b["has_sentence"][real].mean() > 0.5

@@ -1,4 +1,4 @@
-"""Tokenizer training (data_prep/tokenizer.py) and fixed-length encoding (medjax.data.tokenizer)."""
+"""Tokenizer training (medjax.data_prep.tokenizer) and fixed-length encoding (medjax.data)."""
 import hashlib
 import json
 import pickle
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_prep import tokenizer as tokenizer_prep
 from medjax.data.tokenizer import Tokenizer
+from medjax.data_prep import tokenizer as tokenizer_prep
 
 REPO = Path(__file__).resolve().parents[2]
 TEXT = "Chest radiograph shows bilateral patchy opacities in the lower lobes."
@@ -72,7 +72,7 @@ def test_training_is_deterministic(covid_data_dir, model_path, tmp_path):
   assert tokenizer_prep.train_model(texts, 1000) == model_path.read_bytes()
   # and in a fresh process, through the CLI
   out = tmp_path / "again.model"
-  subprocess.run([sys.executable, str(REPO / "data_prep" / "tokenizer.py"), "--data_dir",
+  subprocess.run([sys.executable, "-m", "medjax.cli.prepare", "tokenizer", "--data_dir",
                   str(covid_data_dir), "--vocab_size", "1000", "--out", str(out)],
                  check=True, capture_output=True)
   assert out.read_bytes() == model_path.read_bytes()

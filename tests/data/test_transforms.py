@@ -1,8 +1,8 @@
 """Pixel normalisation of medjax/data/transforms.py, through the pipeline that applies it."""
 import numpy as np
 import pytest
-
 import synthetic_data as sd
+
 from medjax.data import pipeline
 
 

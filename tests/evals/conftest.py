@@ -1,8 +1,8 @@
 import jax
 import pytest
 
-from configs import medmllm_tiny
-from launch import train as trainer
+from medjax.configs import medmllm_tiny
+from medjax.train import loop as trainer
 
 
 @pytest.fixture(scope="session")

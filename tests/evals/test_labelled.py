@@ -4,16 +4,17 @@ import csv
 import numpy as np
 import pytest
 
+from medjax import contract
 from medjax.evals import labelled
 
 
 def test_label_of_each_task():
-  record = dict(labels=np.zeros(len(labelled.entities.LABELS), np.int8), survival=np.int8(-1),
+  record = dict(labels=np.zeros(len(contract.LABELS), np.int8), survival=np.int8(-1),
                 went_icu=np.int8(0), intubated=np.int8(1))
   assert labelled.label_of(record, "diagnosis") is None  # neither class
-  record["labels"][labelled.entities.LABELS.index("covid19")] = 1
+  record["labels"][contract.LABELS.index("covid19")] = 1
   assert labelled.label_of(record, "diagnosis") == 1
-  record["labels"][labelled.entities.LABELS.index("other_pneumonia")] = 1
+  record["labels"][contract.LABELS.index("other_pneumonia")] = 1
   assert labelled.label_of(record, "diagnosis") is None  # both: ambiguous, left out
   assert [labelled.label_of(record, t) for t in ("survival", "went_icu", "intubated")] == [
       None, 0, 1]

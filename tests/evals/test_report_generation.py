@@ -7,7 +7,8 @@ import pytest
 from flax import nnx
 
 from medjax.data import pipeline
-from medjax.evals import labelled, report_generation
+from medjax.evals import report_generation
+from medjax.train import checkpoint
 
 
 def test_text_scores_on_hand_computed_cases():
@@ -49,7 +50,8 @@ def test_greedy_reports_on_the_real_sample(tiny_config, tiny_run):
 
   # Each generated token is the argmax of the decoder run once over the whole sequence
   # (teacher forcing on its own output): the step-by-step loop decodes what the model says.
-  graphdef, params = labelled.model_params(config, str(tiny_run))
+  ts, params = checkpoint.load_model(config, str(tiny_run))
+  graphdef = ts.graphdef
   tokenizer = pipeline.load_tokenizer(config.data)
   ids = report_generation.generate(graphdef, params, images[:8], tokenizer, length)
   assert [tokenizer.decode(row) for row in ids] == generated[:8]

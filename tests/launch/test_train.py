@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from configs import medmllm_tiny
-from launch import train as trainer
+from medjax.configs import medmllm_tiny
+from medjax.train import loop as trainer
 
 
 def _config(data_dir, **overrides):

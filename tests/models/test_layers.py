@@ -138,7 +138,7 @@ def test_stack_with_remat_matches_outputs_and_grads():
 
   def loss(params, remat):
     stack = nnx.merge(graphdef, params)
-    stack.remat = remat
+    stack.options = layers.StackOptions(remat=remat)
     return jnp.sum(stack(x, mask, ctx) ** 2)
 
   assert "remat" in str(jax.make_jaxpr(jax.grad(loss), static_argnums=1)(params, True))

@@ -1,6 +1,7 @@
 import functools
 import math
 
+import batches
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -17,15 +18,7 @@ PAIR = frozenset({"image_emb", "text_emb", "logit_scale", "logit_bias"})
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
-  cfg = ml_collections.ConfigDict(dict(
-      dtype="float32", remat=False, proj_dim=PROJ, mask_ratio=0.75,
-      image=dict(width=32, depth=1, heads=2, mlp_dim=64, patch_size=8, channels=3, image_size=32),
-      text=dict(vocab_size=VOCAB, width=32, depth=1, heads=2, mlp_dim=64, max_len=16),
-      decoder=dict(width=32, depth=1, heads=2, mlp_dim=64, max_len=16),
-      mae_decoder=dict(width=32, depth=1, heads=2, mlp_dim=64),
-      fusion=dict(depth=0, heads=2, mlp_dim=64)))
-  cfg.update(overrides)
-  return cfg
+  return batches.config(channels=3, text_len=T, sentence_len=TS, vocab=VOCAB, **overrides).model
 
 
 def _variant(model, **overrides):
@@ -50,28 +43,11 @@ def fused():
   return MedMLLM(tiny_config(fusion=dict(depth=1, heads=2, mlp_dim=64)), rngs=nnx.Rngs(0))
 
 
-def _ids(rng, length=T):
-  return jnp.asarray(rng.integers(1, VOCAB, (B, length)), jnp.int32)
-
-
-def _mask(lengths, length=T):
-  return jnp.arange(length)[None] < jnp.asarray(lengths)[:, None]
-
-
 @pytest.fixture(scope="module")
 def batch():
-  """Every docs/contracts.md key the model reads."""
-  rng = np.random.default_rng(0)
-  return {
-      "image": jnp.asarray(rng.random((B, 32, 32, 3)), jnp.float32),
-      "image2": jnp.asarray(rng.random((B, 32, 32, 3)), jnp.float32),
-      "text_ids": _ids(rng), "text_mask": _mask([5, 8, 1, 8]), "mlm_ids": _ids(rng),
-      "sr_context_ids": _ids(rng), "sr_context_mask": _mask([6, 8, 3, 2]),
-      "sr_target_ids": _ids(rng, TS), "sr_target_mask": _mask([4, 6, 2, 6], TS),
-      "findings_ids": _ids(rng), "findings_mask": _mask([8, 4, 2, 7]),
-      "impression_ids": _ids(rng), "impression_mask": _mask([3, 8, 5, 1]),
-      "mae_noise": jnp.asarray(rng.random((B, N)), jnp.float32),
-  }
+  """Every contract batch key (tests/batches.py), as device arrays."""
+  return jax.tree.map(jnp.asarray, batches.random_batch(batches.config(
+      channels=3, text_len=T, sentence_len=TS, vocab=VOCAB), B))
 
 
 def test_forward_returns_unit_norm_float32_embeddings(model, batch):

@@ -30,7 +30,8 @@ def test_clip_matches_hand_computation():
   img = np.array([[1, 0], [0, 1], [0.6, 0.8]])
   txt = np.array([[1, 0], [0.6, 0.8], [0, 1]])  # rows 1 and 2 swapped: two mismatched pairs
   sim = 10.0 * img @ txt.T
-  expected = -0.5 * (np.mean(np.diag(_log_softmax(sim, 1))) + np.mean(np.diag(_log_softmax(sim, 0))))
+  expected = -0.5 * (np.mean(np.diag(_log_softmax(sim, 1)))
+                     + np.mean(np.diag(_log_softmax(sim, 0))))
   value, metrics = image_text.loss(_outputs(img, txt, scale=10.0), _batch(3), _cfg("clip"))
   np.testing.assert_allclose(value, expected, rtol=1e-5)
   # Image 1 ([0,1]) best matches text 2 ([0,1]), not its own: top-1 is 1/3 (row 0 only).
@@ -63,7 +64,7 @@ def test_siglip_matches_hand_computation():
 
 
 def test_unknown_kind_is_a_clear_error():
-  with pytest.raises(ValueError, match="kind='softmax'"):
+  with pytest.raises(ValueError, match="image_text.kind = 'softmax'"):
     image_text.loss(_outputs(np.eye(2), np.eye(2)), _batch(2), _cfg("softmax"))
 
 

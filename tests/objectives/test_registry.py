@@ -2,8 +2,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import base
 from medjax import objectives
+from medjax.configs import base
 from medjax.models.medmllm import OUTPUTS
 
 

@@ -6,50 +6,20 @@ XLA's gathers can give each row the negatives and positives held by other device
 (with fusion, so the M3AE path is covered too) and one jitted function returning all per-objective
 losses and their Jacobian keep this to two compiles (XLA optimisations off: conftest.py).
 """
+import batches
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
-from configs import base
 from medjax import objectives, sharding
+from medjax.configs import base
 from medjax.models.medmllm import MedMLLM
 
-B, S, T, TS, E, VOCAB = 16, 32, 8, 6, 5, 64
-N = (S // 8) ** 2
 
-
-def _model_config():
-  tower = dict(width=32, depth=1, heads=2, mlp_dim=64)
-  return ml_collections.ConfigDict(dict(
-      dtype="float32", remat=False, proj_dim=16, mask_ratio=0.75,
-      image=dict(tower, patch_size=8, channels=1, image_size=S),
-      text=dict(tower, vocab_size=VOCAB, max_len=16), decoder=dict(tower, max_len=16),
-      mae_decoder=tower, fusion=dict(depth=1, heads=2, mlp_dim=64)))
-
-
-def _batch():
-  """A global batch with every docs/contracts.md key, and rows missing each kind of input."""
-  rng = np.random.default_rng(0)
-  ids = lambda length=T: rng.integers(4, VOCAB, (B, length)).astype(np.int32)
-  mask = lambda length=T: np.arange(length)[None] < rng.integers(2, length + 1, (B, 1))
-  flag = lambda p: rng.random(B) < p
-  text_mask = mask()
-  return dict(
-      image=rng.random((B, S, S, 1), np.float32), image2=rng.random((B, S, S, 1), np.float32),
-      has_image=flag(0.8), has_text=flag(0.8),
-      patient=rng.integers(0, 6, B).astype(np.int32),  # repeats, across device boundaries
-      text_ids=ids(), text_mask=text_mask, mlm_ids=ids(), mlm_targets=ids(),
-      mlm_weights=(text_mask & flag(0.3)[:, None]).astype(np.float32) + text_mask * 0.25,
-      sr_context_ids=ids(), sr_context_mask=mask(), sr_target_ids=ids(TS),
-      sr_target_mask=mask(TS), has_sentence=flag(0.7),
-      findings_ids=ids(), findings_mask=mask(), impression_ids=ids(), impression_mask=mask(),
-      has_findings_impression=flag(0.6),
-      image_entities=(rng.random((B, E)) < 0.3).astype(np.float32),
-      text_entities=(rng.random((B, E)) < 0.3).astype(np.float32),
-      mae_noise=rng.random((B, N), np.float32))
+def _config():
+  return batches.config(batch_size=16, fusion=dict(depth=1))
 
 
 def test_every_objective_matches_one_device_on_a_data_fsdp_mesh():
@@ -58,9 +28,10 @@ def test_every_objective_matches_one_device_on_a_data_fsdp_mesh():
   config = base.get_config().objectives
   for name in objectives.NAMES:
     config[name].weight = 1.0
-  graphdef, state = nnx.split(MedMLLM(_model_config(), rngs=nnx.Rngs(0)))
+  cfg = _config()
+  graphdef, state = nnx.split(MedMLLM(cfg.model, rngs=nnx.Rngs(0)))
   params = nnx.to_pure_dict(state)
-  batch = _batch()
+  batch = batches.random_batch(cfg)  # every contract key, rows missing each kind of input
 
   def per_objective(params, batch):
     outputs = nnx.merge(graphdef, params)(batch, needs=objectives.needs(config))

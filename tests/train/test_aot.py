@@ -2,8 +2,8 @@
 import jax
 import pytest
 
-from configs import medmllm_l, medmllm_tiny
 from medjax import sharding
+from medjax.configs import medmllm_l, medmllm_tiny, resolve
 from medjax.data import pipeline
 from medjax.train import aot
 
@@ -11,7 +11,7 @@ from medjax.train import aot
 def test_abstract_batch_matches_the_real_pipeline(covid_data_dir):
   config = medmllm_tiny.get_config()
   config.data.dir = str(covid_data_dir)
-  config.data.patch_size = config.model.image.patch_size
+  config = resolve.resolved(config)
   real = next(pipeline.make_iterator(config.data, batch_size=config.batch_size, seed=0))
   spec = aot.abstract_batch(config)
   assert set(real) == set(spec)

@@ -1,4 +1,4 @@
-"""Checkpoints that survive preemption: launch/train.py with medjax/train/checkpoint.py.
+"""Checkpoints that survive preemption: medjax-train with medjax/train/checkpoint.py.
 
 Preemption tests run the trainer CLI in a subprocess on one CPU device (bit-reproducible), kill
 or signal it, resume, and compare with an uninterrupted run bit for bit."""
@@ -16,11 +16,11 @@ import orbax.checkpoint as ocp
 import pytest
 from safetensors.numpy import save_file
 
-from configs import medmllm_tiny
-from launch import train as trainer
-from medjax import export, sharding
+from medjax import named_params, sharding
+from medjax.configs import medmllm_tiny, resolve
 from medjax.data import pipeline
 from medjax.train import checkpoint
+from medjax.train import loop as trainer
 from medjax.train import state as state_lib
 from medjax.train import step as step_lib
 
@@ -33,15 +33,14 @@ ONE = jax.devices()[:1]  # in-process runs of the 1-device tiny mesh
 def _tiny(data_dir, **overrides):
   c = medmllm_tiny.get_config()
   c.data.dir = str(data_dir)
-  c.data.patch_size = c.model.image.patch_size
+  c = resolve.resolved(c)
   c.mesh = dict(data=1, fsdp=1, tensor=1)
   c.update(overrides)
   return c
 
 
 def _cli(workdir, data_dir, *overrides):
-  return [sys.executable, str(REPO / "launch" / "train.py"),
-          f"--config={REPO / 'configs' / 'medmllm_tiny.py'}", f"--workdir={workdir}",
+  return [sys.executable, "-m", "medjax.cli.train", "--config=medmllm_tiny", f"--workdir={workdir}",
           f"--config.data.dir={data_dir}", "--config.mesh.data=1", "--config.log_every=1",
           f"--config.total_steps={STEPS}", "--config.record_batch_digests=True", *overrides]
 
@@ -184,7 +183,7 @@ def test_run_stops_after_k_nonfinite_steps_in_a_row_with_finite_checkpoints(
     covid_data_dir, tmp_path):
   config = _tiny(covid_data_dir, total_steps=20, log_every=5, checkpoint_every=1,
                  max_nonfinite_in_row=3)
-  config.optim.lr = float("inf")  # every update overflows
+  config.optim.lr = 1e38  # the first update overflows the params, every later loss is not finite
   with pytest.raises(FloatingPointError, match="non-finite"):
     trainer.train(config, str(tmp_path), devices=ONE)
   with ocp.CheckpointManager(tmp_path / "checkpoints", item_names=ITEMS) as mgr:
@@ -221,7 +220,7 @@ def test_init_from_loads_params_only(covid_data_dir, tmp_path):
   # Exported weights (safetensors, one tensor per layer) load to the same params, from the
   # export directory or the file; a tensor of another shape is refused by name.
   (tmp_path / "export").mkdir()
-  named = export.to_named(got, ts.logical_specs)
+  named = named_params.to_named(got, ts.logical_specs)
   save_file(named, str(tmp_path / "export" / "model.safetensors"))
   for path in (tmp_path / "export", tmp_path / "export" / "model.safetensors"):
     loaded = checkpoint.load_params(str(path), ts.abstract_state["params"], ts.logical_specs)

@@ -2,7 +2,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from configs import base
+from medjax.configs import base
 from medjax.train import optimizer
 
 

@@ -1,0 +1,92 @@
+"""What every medjax command shares: the --config flag (a packaged config by name, or a file),
+process start-up on a pod, and errors a user can act on instead of tracebacks.
+
+  medjax-train --config medmllm_s --workdir runs/s              # medjax/configs/medmllm_s.py
+  medjax-train --config my_configs/site.py:tiny --workdir runs/x  # any file, with its arg
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from medjax.configs import resolve
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def define_config_flag() -> None:
+  config_flags.DEFINE_config_file(
+      "config", None, "A config: a name in medjax/configs (medmllm_s, medmllm_tiny, ...) or a "
+      "file path, either with ':<arg>' (e.g. medmllm_s:only=mae,steps=100). Override any field "
+      "with --config.<field>=<value>.", lock_config=True)
+
+
+def _config_path(value: str) -> str:
+  """'medmllm_s[:arg]' -> the packaged file; a path (anything with / or .py) stays as given."""
+  name, sep, arg = value.partition(":")
+  if "/" in name or name.endswith(".py"):
+    return value
+  path = CONFIGS / f"{name}.py"
+  if not path.is_file():
+    known = sorted(p.stem for p in CONFIGS.glob("*.py") if not p.stem.startswith("_")
+                   and p.stem not in ("base", "common", "resolve"))
+    raise app.UsageError(f"--config={value}: no config named {name!r}; known: {known} "
+                         "(or give a file path)")
+  return f"{path}{sep}{arg}"
+
+
+def _with_config_paths(argv: list[str]) -> list[str]:
+  out, i = [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg == "--config" and i + 1 < len(argv):
+      out += [arg, _config_path(argv[i + 1])]
+      i += 2
+      continue
+    if arg.startswith("--config="):
+      arg = "--config=" + _config_path(arg.split("=", 1)[1])
+    out.append(arg)
+    i += 1
+  return out
+
+
+def config():
+  """The --config value, resolved and validated (medjax.configs.resolve), before any device
+  work: a bad field is a ConfigError naming it."""
+  return resolve.resolved(flags.FLAGS.config)
+
+
+def run(main, required=("config",)) -> None:
+  """absl's app.run with packaged config names, and one-line errors for bad flags and configs."""
+  try:
+    argv = _with_config_paths(sys.argv)
+  except app.UsageError as e:
+    sys.exit(f"error: {e}")
+  for name in required:
+    flags.mark_flag_as_required(name)
+
+  def guarded(args):
+    try:
+      return main(args)
+    except resolve.ConfigError as e:
+      logging.error("%s", e)
+      sys.exit(f"error: {e}")
+
+  app.run(guarded, argv=argv, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with an override of a field the config lacks (ml_collections raises
+  KeyError / AttributeError deep in its parser) reported in one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"error: {e}\nPass --helpshort or --helpfull to see the flags.")
+  except (KeyError, AttributeError) as e:
+    field = next((a.split("=", 1)[0].removeprefix("--") for a in argv[1:]
+                  if a.startswith("--config.") and str(e).strip("'\"") in a), None)
+    sys.exit(f"error: {field or 'a --config.<field> override'}: the config has no field "
+             f"{str(e).strip(chr(34))} (fields are listed in medjax/configs/base.py)")

