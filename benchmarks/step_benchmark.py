@@ -15,8 +15,7 @@ from absl import flags
 from benchmarks import peak_flops, timing
 from medjax import objectives, sharding
 from medjax.cli import common
-from medjax.train import aot, metrics, stages
-from medjax.train import state as state_lib
+from medjax.train import aot, metrics, stages, state as state_lib
 
 common.define_config_flag()
 flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")

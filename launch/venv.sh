@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by launch/demo.sh and .ci/run: creates ./.venv with medjax installed (editable, with
 # the dev extra) once, then reuses it, reinstalling only when pyproject.toml changed.
 set -euo pipefail

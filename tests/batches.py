@@ -54,6 +54,8 @@ def random_batch(cfg, batch_size: int | None = None, seed: int = 0) -> dict:
       out[key] = rng.random(b) < FLAG_RATES[key]
     elif key == "patient":
       out[key] = rng.integers(0, max(2, b // 3), b).astype(np.int32)  # repeats across devices
+    elif np.dtype(dtype) == np.bool_ and not shape:  # a flag this module does not know
+      out[key] = rng.random(b) < 0.5
     elif np.dtype(dtype) == np.bool_:  # padding masks: a real prefix of 2..length tokens
       out[key] = np.arange(shape[-1])[None] < rng.integers(2, shape[-1] + 1, (b, 1))
     elif np.issubdtype(dtype, np.integer):

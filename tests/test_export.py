@@ -10,9 +10,7 @@ from safetensors.numpy import load_file
 from medjax import export, named_params, sharding
 from medjax.configs import medmllm_tiny
 from medjax.data import pipeline
-from medjax.train import checkpoint
-from medjax.train import loop as trainer
-from medjax.train import state as state_lib
+from medjax.train import loop as trainer, state as state_lib, weights
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +55,7 @@ def test_export_of_a_trained_run_reproduces_its_encoders(covid_data_dir, tmp_pat
   config.update(dict(total_steps=2, log_every=2, mesh=dict(data=1, fsdp=1, tensor=1)))
   trainer.train(config, str(tmp_path / "run"), devices=jax.devices()[:1])
   ts = state_lib.setup(config, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
-  params = checkpoint.load_params(str(tmp_path / "run"), ts.abstract_state["params"],
+  params = weights.load_params(str(tmp_path / "run"), ts.abstract_state["params"],
                                    ts.logical_specs)
   out = str(tmp_path / "export")
   export.export(config, ts.graphdef, params, ts.logical_specs,

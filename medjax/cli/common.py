@@ -1,20 +1,30 @@
 """What every medjax command shares: the --config flag (a packaged config by name, or a file),
-process start-up on a pod, and errors a user can act on instead of tracebacks.
+process start-up on a pod, the compilation cache, and errors a user can act on instead of
+tracebacks.
 
   medjax-train --config medmllm_s --workdir runs/s              # medjax/configs/medmllm_s.py
   medjax-train --config my_configs/site.py:tiny --workdir runs/x  # any file, with its arg
+  # one process per host: explicit (as the tests do on 127.0.0.1), or detected on TPU VMs / SLURM
+  medjax-train ... --coordinator=10.0.0.2:1234 --num_processes=4 --process_id=$ID
+  medjax-train ... --multiprocess
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from medjax.configs import resolve
+from medjax.train import checkpoint, processes
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# Errors about the user's config, data, workdir or disk, not medjax bugs.
+_USER_ERRORS = (resolve.ConfigError, checkpoint.IncompatibleRun, OSError, TimeoutError,
+                FloatingPointError)
 
 
 def define_config_flag() -> None:
@@ -53,6 +63,22 @@ def _with_config_paths(argv: list[str]) -> list[str]:
   return out
 
 
+def define_process_flags() -> None:
+  flags.DEFINE_string("coordinator", "", "host:port of process 0's coordination service (with "
+                      "--num_processes and --process_id); it binds to exactly this address.")
+  flags.DEFINE_integer("num_processes", 0, "Processes of the run (one per host).")
+  flags.DEFINE_integer("process_id", -1, "This process's index, 0 <= id < num_processes.")
+  flags.DEFINE_bool("multiprocess", False, "Detect the processes (TPU VM metadata, SLURM).")
+
+
+def start_processes(config) -> None:
+  """Joins the other processes (if any) before anything touches a device."""
+  f = flags.FLAGS
+  processes.start(coordinator=f.coordinator, num_processes=f.num_processes,
+                  process_id=f.process_id, auto=f.multiprocess,
+                  peer_timeout=config.timeouts.lost_process_seconds)
+
+
 def config():
   """The --config value, resolved and validated (medjax.configs.resolve), before any device
   work: a bad field is a ConfigError naming it."""
@@ -67,12 +93,16 @@ def run(main, required=("config",)) -> None:
     sys.exit(f"error: {e}")
   for name in required:
     flags.mark_flag_as_required(name)
+  # Repeated launches (resumes, the evaluations of one config) load compiled steps from disk.
+  if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medjax" / "jax"
+    jax.config.update("jax_compilation_cache_dir", str(cache))
 
   def guarded(args):
     try:
       return main(args)
-    except resolve.ConfigError as e:
-      logging.error("%s", e)
+    except _USER_ERRORS as e:  # what a user can act on: one message, not a traceback
+      logging.error("%s: %s", type(e).__name__, e)
       sys.exit(f"error: {e}")
 
   app.run(guarded, argv=argv, flags_parser=_parse_flags)

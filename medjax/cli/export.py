@@ -10,10 +10,10 @@ reproduce the model's embeddings on a test input.
 from absl import flags, logging
 from flax import nnx
 
-from medjax import export
+from medjax import export, paths
 from medjax.cli import common
 from medjax.data import pipeline
-from medjax.train import checkpoint
+from medjax.train import summary, weights
 
 common.define_config_flag()
 flags.DEFINE_string("workdir", None, "The run to export (its newest checkpoint) or a step dir.")
@@ -24,7 +24,7 @@ def main(argv):
   del argv
   config = common.config()
   f = flags.FLAGS
-  ts, params = checkpoint.load_model(config, f.workdir)
+  ts, params = weights.load_model(config, f.workdir)
   export.export(config, ts.graphdef, params, ts.logical_specs,
                 str(pipeline.tokenizer_path(config.data)), f.out)
   # Round trip: the reloaded artifact must give the embeddings of the checkpoint's model.
@@ -34,6 +34,8 @@ def main(argv):
       raise SystemExit(f"{name}: the reloaded export differs from the model by {gap:.2e}")
     logging.info("%s: reloaded export = model (max abs diff %.1e)", name, gap)
   logging.info("Exported %s to %s", f.workdir, f.out)
+  if (paths.path(f.workdir) / "metrics.jsonl").exists():  # a run's workdir: how it went
+    print(summary.report(f.workdir), flush=True)
 
 
 def run():

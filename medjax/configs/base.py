@@ -131,9 +131,22 @@ def get_config(arg=None):
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
   c.init_from = ""  # a workdir, step dir or export: start from its params (not its optimizer)
-  # Write the sha256 of every batch this process reads to batch_digests.<process>.jsonl, to
-  # prove a resumed run saw exactly the data of an uninterrupted one (cheap; off by default).
+  # init_from weights of another dtype are refused when the cast could lose information
+  # (int32, or float64 into float32); True converts them anyway. Non-finite weights are
+  # always refused.
+  c.init_from_cast = False
+  # Append the sha256 of every GLOBAL batch (all processes' rows, gathered) to
+  # batch_digests.jsonl in the workdir: proof that a resumed or re-sharded run read exactly the
+  # batches of an uninterrupted one. Test and debugging aid; the gather costs a sync per step.
   c.record_batch_digests = False
+  # Evaluators run inside the loop (medjax/evaluators), by name: dict(type=..., every=N,
+  # options). Types: val_loss (batches=), retrieval (dataset=, split=), probe (dataset=,
+  # task=). `every` must be a multiple of log_every. Empty: none.
+  c.evals = ml_collections.ConfigDict()
+  # Bounded waits, in seconds: an async checkpoint save still running after checkpoint_seconds
+  # is an error (a stalled or full disk) instead of a hang; a process of a multi-process run
+  # that sends no heartbeat for lost_process_seconds ends the others (medjax/train/processes).
+  c.timeouts = ml_collections.ConfigDict(dict(checkpoint_seconds=600, lost_process_seconds=60))
   # Peak FLOP/s of one device, for MFU. 184e9 = this repo's CPU f32 matmul peak
   # (benchmarks/peak_flops.py); TPU v5p bf16 = 459e12, H100 SXM bf16 dense = 989e12.
   c.peak_flops_per_device = 184e9

@@ -5,12 +5,12 @@ objectives) on the real covid-chestxray sample, the IU reports and the NCBI abst
   medjax-train --config medmllm_s --workdir runs/medmllm_s
 
 An ablation (the README's probe table) is one stage of some objectives, weight 1, on some sources:
-  python medjax-train --workdir runs/only_clip \
+  medjax-train --workdir runs/only_clip \
       --config 'medmllm_s:only=image_text+entity_alignment,steps=300,sources=covid_cxr+iu_xray'
 
 The image stage alone for 1,600 steps is what beat random towers on the linear probe (README,
 round 4: AUROC 0.720 / 0.669 at seeds 0 / 1 against 0.600; 2.9 s/step with two runs side by side):
-  python medjax-train --workdir runs/img1600_s0 \
+  medjax-train --workdir runs/img1600_s0 \
       --config 'medmllm_s:only=image_level+patient_level+mae,steps=1600,sources=covid_cxr'
 
 Expected on a 2-core CPU: see the README's configs table (measured there).

@@ -1,7 +1,7 @@
 """Med-MLLM, tiny: what the tests and CI train. Seconds per run on one CPU.
 
   python data_prep/covid_cxr.py --src ../shared/data/covid-chestxray --out ~/medjax_data
-  python medjax-prepare tokenizer --data_dir ~/medjax_data
+  medjax-prepare tokenizer --data_dir ~/medjax_data
   medjax-train --config medmllm_tiny --workdir /tmp/medjax_tiny
 
 Expected (2-core CPU): ~50 ms/step after a ~10 s compile; CLIP loss falls from ln(16)=2.77.

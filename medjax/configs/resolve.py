@@ -134,6 +134,15 @@ def validate(config) -> None:
     objectives.validate(config.objectives)
   except ValueError as e:
     raise ConfigError(str(e)) from None
+  _real(config, "timeouts.checkpoint_seconds", 0, math.inf, open_low=True, open_high=True)
+  _real(config, "timeouts.lost_process_seconds", 0, math.inf, open_low=True, open_high=True)
+  _check(isinstance(config.init_from_cast, bool), "init_from_cast", config.init_from_cast,
+         "must be true or false")
+  from medjax import evaluators  # the evaluator types
+  try:
+    evaluators.validate(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   from medjax.train import stages  # stage names, weights, sources and step counts
   try:
     stages.plan(config)

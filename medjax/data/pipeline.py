@@ -6,10 +6,11 @@
           --(medjax.data.transforms)--> decode, two augmented views, tokenize, mask
           --> this process's units --> batch --> rows
 
-Units are the atoms of sharding: global batch k is units [k * B/2, (k+1) * B/2) of the mixed
-stream and unit u goes to process u % process_count, so the processes' batches together are
-exactly the one-process global batch. Each unit's randomness comes from its global position,
-so the rows do not depend on the number of processes or workers either.
+Units are the atoms of sharding: global batch k is units [k * U, (k+1) * U) of the mixed stream
+(U = B/2), and process p of P reads the contiguous block [p * U/P, (p+1) * U/P) of it, so the
+processes' rows, in process order, are exactly the one-process global batch, row for row. Each
+unit's randomness comes from its global position, so the rows do not depend on the number of
+processes or workers either. (An eval pass is shared out unit by unit: u goes to u % P.)
 """
 from __future__ import annotations
 
@@ -44,26 +45,31 @@ def load_tokenizer(data_cfg) -> Tokenizer:
 
 
 def make_iterator(data_cfg, *, batch_size: int, split: str = "train", seed: int, train: bool = True,
-                  process_index: int | None = None, process_count: int | None = None):
+                  start_batch: int = 0, process_index: int | None = None,
+                  process_count: int | None = None):
   """Grain iterator over this process's share of `batch_size` (global) examples per step.
 
   `train`: weighted mixture, patient-aware order, endless, augmented, full batches only.
   Otherwise one pass over every source in stored order, no augmentation (masking and MAE noise
   still drawn from `seed`), the last batch may be short. A source's own `split` overrides
   `split`. `data_cfg.prefetch_buffer` batches are read ahead by as many threads (per worker
-  process if `num_workers` > 0). `it.get_state()` is a JSON-able dict; `it.set_state()`
-  resumes exactly.
+  process if `num_workers` > 0).
+
+  `start_batch`: the global batch to start from. Batch k is a pure function of (data, seed, k),
+  whatever the number of processes or workers, so a resumed run starts at the batch after its
+  checkpoint's step and sees exactly the batches an uninterrupted run would, also on another
+  process count: no iterator state is needed.
   """
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   return from_sources(data_cfg, mixture.open_sources(data_cfg, split), load_tokenizer(data_cfg),
-                      batch_size=batch_size, seed=seed, train=train, process_index=process_index,
-                      process_count=process_count)
+                      batch_size=batch_size, seed=seed, train=train, start_batch=start_batch,
+                      process_index=process_index, process_count=process_count)
 
 
 def from_sources(data_cfg, sources: list[mixture.Source], tokenizer: Tokenizer, *,
-                 batch_size: int, seed: int, train: bool = True, process_index: int = 0,
-                 process_count: int = 1):
+                 batch_size: int, seed: int, train: bool = True, start_batch: int = 0,
+                 process_index: int = 0, process_count: int = 1):
   """`make_iterator` on already opened sources (e.g. in-memory lists of records)."""
   unit = sampler.UNIT if train else 1
   if batch_size % (unit * process_count):
@@ -76,9 +82,16 @@ def from_sources(data_cfg, sources: list[mixture.Source], tokenizer: Tokenizer, 
     ds = mixture.train_units(sources, indexes, seed=seed, pairs=float(data_cfg.patient_pairs))
   else:
     ds = mixture.eval_units(sources, indexes)
-  # Randomness is keyed to the global unit index: before the per-process slice.
-  ds = ds.seed(seed).random_map(example)[process_index::process_count]
-  ds = ds.batch(batch_size // (unit * process_count), drop_remainder=train).map(_rows)
+  # Randomness is keyed to the global unit index: before the per-process share.
+  ds = ds.seed(seed).random_map(example)
+  per_process = batch_size // (unit * process_count)
+  if train:
+    ds = grain.MapDataset.range(len(ds)).map(_ProcessShare(ds, process_index, process_count,
+                                                             per_process))
+  else:
+    ds = ds[process_index::process_count]
+  ds = ds.batch(per_process, drop_remainder=train)[start_batch:]
+  ds = ds.map(_rows)
   buffer = int(data_cfg.prefetch_buffer)
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=buffer, prefetch_buffer_size=buffer))
   if data_cfg.num_workers > 0:
@@ -89,6 +102,17 @@ def from_sources(data_cfg, sources: list[mixture.Source], tokenizer: Tokenizer, 
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=int(data_cfg.num_workers), per_worker_buffer_size=max(buffer, 1)))
   return iter(it_ds)
+
+
+class _ProcessShare:
+  """Local unit i of process p -> global unit: block p of every global batch of units."""
+
+  def __init__(self, units, process: int, count: int, per_process: int):
+    self.units, self.process, self.count, self.per_process = units, process, count, per_process
+
+  def __call__(self, i: int):
+    batch, offset = divmod(int(i), self.per_process)
+    return self.units[(batch * self.count + self.process) * self.per_process + offset]
 
 
 def _rows(batch: dict) -> dict:

@@ -23,8 +23,7 @@ from tensorflow_datasets.core import writer as tfds_writer
 from tensorflow_datasets.proto import tf_example_pb2
 
 from medjax import contract
-from medjax.data_prep import entities, schema, splits
-from medjax.data_prep import images as imaging
+from medjax.data_prep import entities, images as imaging, schema, splits
 
 log = logging.getLogger(__name__)
 

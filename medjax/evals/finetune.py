@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from medjax.configs import resolve
 from medjax.evals.labelled import embed, labelled_images, logistic_probe
-from medjax.train import checkpoint
+from medjax.train import weights
 
 MODES = ("linear", "full")
 
@@ -95,7 +95,7 @@ def run(config, workdir: str | None, task: str = "diagnosis", fractions=(0.01, 0
   train, val = ~unseen, unseen
   if len(set(labels[val])) < 2:
     raise ValueError(f"{dataset} validation split: {task!r} has one class only; no AUROC")
-  ts, params = checkpoint.load_model(config, workdir)
+  ts, params = weights.load_model(config, workdir)
   graphdef = ts.graphdef
   out = dict(task=task, mode=mode, dataset=dataset,
              tower=workdir or f"random init (seed {config.seed})",

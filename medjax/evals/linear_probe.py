@@ -29,7 +29,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from medjax.configs import resolve
 from medjax.evals.labelled import NEGATIVE, POSITIVE, embed, labelled_images, logistic_probe
-from medjax.train import checkpoint
+from medjax.train import weights
 
 FLOORS = ("pixels_16x16", "brightness_contrast")
 
@@ -123,15 +123,15 @@ def run(config, workdirs: list[str], dataset: str = "covid_cxr", random_inits: i
   random towers (seeds 0, 1, ...) of the same config; each side scores the mean of its towers."""
   config = resolve.resolved(config)
   images, labels, patients, unseen = labelled_images(config, dataset)
-  ts, _ = checkpoint.load_model(config)
+  ts, _ = weights.load_model(config)
   runs = [f"pretrained_{i}" for i in range(len(workdirs))]
   randoms = [f"random_init_{seed}" for seed in range(random_inits)]
-  inits = {name: checkpoint.load_model(config, workdir, ts)[1]
+  inits = {name: weights.load_model(config, workdir, ts)[1]
            for name, workdir in zip(runs, workdirs)}
   for seed, name in enumerate(randoms):
     seeded = config.copy_and_resolve_references()
     seeded.seed = seed
-    inits[name] = checkpoint.load_model(seeded, "", ts)[1]
+    inits[name] = weights.load_model(seeded, "", ts)[1]
   out = dict(images=len(labels), patients=len(set(patients)), positives=int(labels.sum()),
              task=f"{POSITIVE} vs {NEGATIVE}", workdirs=list(workdirs))
   features = {name: embed(ts.graphdef, params, images) for name, params in inits.items()}

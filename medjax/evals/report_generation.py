@@ -23,7 +23,7 @@ from medjax.configs import resolve
 from medjax.data import pipeline
 from medjax.data.transforms import study_text
 from medjax.evals.labelled import embed, image_records
-from medjax.train import checkpoint
+from medjax.train import weights
 
 
 # Module-level and keyed on the model's graph and token ids: one compile per config and batch.
@@ -87,7 +87,7 @@ def run(config, workdir: str | None, dataset: str = "covid_cxr", split: str = "v
   if not 2 <= length <= config.model.decoder.max_len:
     raise ValueError(f"report length {length}: the decoder takes 2..{config.model.decoder.max_len}"
                      " tokens (model.decoder.max_len)")
-  ts, params = checkpoint.load_model(config, workdir)
+  ts, params = weights.load_model(config, workdir)
   graphdef = ts.graphdef
   tokenizer = pipeline.load_tokenizer(config.data.copy_and_resolve_references())
   images, references = paired_images(config, dataset, split)

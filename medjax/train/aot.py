@@ -10,9 +10,7 @@ import numpy as np
 
 from medjax import contract, sharding
 from medjax.configs import resolve
-from medjax.train import metrics, stages
-from medjax.train import state as state_lib
-from medjax.train import step as step_lib
+from medjax.train import metrics, stages, state as state_lib, step as step_lib
 
 
 def abstract_batch(config, batch_sharding=None) -> dict:

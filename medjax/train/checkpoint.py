@@ -1,66 +1,98 @@
-"""Orbax checkpoints: one step directory holds the train state, each process's data-iterator
-state and a JSON `meta` item (config + fingerprints of the tokenizer and data manifests).
+"""Orbax checkpoints of a run: one step directory holds the train state and a JSON `meta` item
+(config, fingerprints of the tokenizer and data manifests, the data position).
 
-Orbax writes a step into a temporary directory and renames it when complete, so a run killed
-mid-save (even with SIGKILL) resumes from the newest complete step. Arrays are read back with
+Orbax writes a step into a temporary directory and renames it when complete, so a save that
+fails (full disk) or is killed (SIGKILL, a lost host) never becomes the step a run resumes from.
+The data position needs no iterator state: batch k of a stream is a pure function of (data,
+seed, k) on any number of processes (medjax.data.pipeline), so the step says where the stream
+goes on, and a checkpoint saved by N processes resumes on M. Arrays are read back with
 tensorstore into the target shardings (any mesh); nothing is pickled.
 """
+from __future__ import annotations
+
 import errno
 import json
-import logging
-import os
-import signal
-import threading
+import time
 
-import grain
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
-import safetensors.numpy
+from absl import logging
 from flax import traverse_util
 from jax.experimental import multihost_utils
 
-from medjax import named_params, sharding
+from medjax import paths
 from medjax.configs.resolve import MAY_DIFFER_ON_RESUME
-from medjax.train import state as state_lib
+from medjax.train import preemption
 
 
-def manager(workdir: str, config) -> ocp.CheckpointManager:
-  path = os.path.join(os.path.abspath(workdir), "checkpoints")
-  try:
-    os.makedirs(path, exist_ok=True)
-    probe = os.path.join(path, ".writable")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise OSError(e.errno, f"Checkpoint directory {path} is not writable: {e.strerror}") from e
+class IncompatibleRun(ValueError):
+  """The workdir holds a run of another config or data: never resumed, never skipped."""
+
+
+def manager(workdir, config) -> ocp.CheckpointManager:
+  """The run's CheckpointManager on `workdir`/checkpoints (a local path or a cloud URL)."""
+  directory = paths.path(workdir) / "checkpoints"
+  if not paths.is_url(directory):
+    try:
+      directory.mkdir(parents=True, exist_ok=True)
+      probe = directory / ".writable"
+      probe.write_text("ok")
+      probe.unlink()
+    except OSError as e:
+      raise OSError(e.errno, f"Checkpoint directory {directory} is not writable: "
+                             f"{e.strerror}") from e
   options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,
                                          enable_async_checkpointing=True)
-  return ocp.CheckpointManager(path, options=options, item_handlers=_handlers())
+  return ocp.CheckpointManager(directory, options=options, item_handlers=_handlers())
 
 
 def _handlers() -> dict:
   # Named up front so metadata can be read before anything was saved or restored.
-  return dict(state=ocp.StandardCheckpointHandler(), data=grain.checkpoint.CheckpointHandler(),
-              meta=ocp.JsonCheckpointHandler())
+  return dict(state=ocp.StandardCheckpointHandler(), meta=ocp.JsonCheckpointHandler())
 
 
-def save(mgr: ocp.CheckpointManager, step: int, state, data_iter, meta: dict) -> None:
-  """Starts an async save; blocks only while the arrays are copied off the devices."""
+def save(mgr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
+  """Starts an async save; blocks only while the arrays are copied off the devices. An earlier
+  async save that failed is reported here (`_failed`)."""
+  _raise_async_error(mgr)
   try:
-    mgr.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iter),
-        meta=ocp.args.JsonSave(meta)), force=True)
-  except OSError as e:
-    hint = " (disk full)" if e.errno == errno.ENOSPC else ""
-    raise OSError(e.errno, f"Saving step {step} to {mgr.directory} failed{hint}: {e}") from e
+    mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                           meta=ocp.args.JsonSave(meta)), force=True)
+  except Exception as e:
+    raise _failed(mgr, e) from e
+
+
+def finish(mgr: ocp.CheckpointManager, seconds: float) -> None:
+  """Waits (at most `seconds`) for the pending async save and reports its failure."""
+  preemption.bounded(mgr.wait_until_finished, seconds, "the last checkpoint save")
+  _raise_async_error(mgr)
+
+
+def _raise_async_error(mgr) -> None:
+  try:
+    mgr.check_for_errors()
+  except Exception as e:
+    raise _failed(mgr, e) from e
+
+
+def _failed(mgr, error: Exception) -> OSError:
+  """A save error (an OSError, or tensorstore's ValueError carrying the OS error) as an
+  OSError a user reads: which directory, whether the disk is full, the first line of the cause.
+  The step being saved never becomes a checkpoint: a resume starts from the one before."""
+  text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  full = getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error)
+  code = errno.ENOSPC if full else getattr(error, "errno", None) or errno.EIO
+  hint = ": the disk is full" if full else ""
+  if len(text) > 500:
+    text = text[:200] + " ... " + text[-250:]
+  return OSError(code, f"Saving a checkpoint to {mgr.directory} failed{hint} ({text}). The "
+                       f"newest complete checkpoint is step {mgr.latest_step()}; free space "
+                       "and rerun the same command to resume from it.")
 
 
 def check_compatible(saved_meta: dict, meta: dict, where: str) -> None:
-  """Raises if the run in `where` was made with another config: every field must be equal
-  except those of MAY_DIFFER_ON_RESUME (how a run runs, not what it learns)."""
+  """Raises IncompatibleRun if the run in `where` was made with another config (every field
+  must be equal except MAY_DIFFER_ON_RESUME: how a run runs, not what it learns) or data."""
   old, new = (traverse_util.flatten_dict(c, sep=".")
               for c in (saved_meta.get("config", {}), meta["config"]))
   free = lambda k: any(k == f or k.startswith(f + ".") for f in MAY_DIFFER_ON_RESUME)
@@ -68,20 +100,21 @@ def check_compatible(saved_meta: dict, meta: dict, where: str) -> None:
                 if not free(k) and _norm(old.get(k)) != _norm(new.get(k)))
   if diff:
     lines = "\n".join(f"  {k}: saved {old.get(k)!r}, now {new.get(k)!r}" for k in diff[:10])
-    raise ValueError(f"{where} holds a run of another config; use a new --workdir, or "
-                     f"--config.init_from to start from its params. Differences:\n{lines}")
+    raise IncompatibleRun(f"{where} holds a run of another config; use a new --workdir, or "
+                          f"--config.init_from to start from its params. Differences:\n{lines}")
   for key in ("tokenizer_sha256", "data_sha256"):
     if saved_meta.get(key) != meta.get(key):
-      raise ValueError(f"{where} was trained with other data ({key} {saved_meta.get(key)} != "
-                       f"{meta.get(key)}); resuming would silently change the stream.")
+      raise IncompatibleRun(f"{where} was trained with other data ({key} "
+                            f"{saved_meta.get(key)} != {meta.get(key)}); resuming would "
+                            "silently change the stream.")
 
 
 def _norm(value):
   return json.loads(json.dumps(value))  # as saved: tuples, also nested ones, become lists
 
 
-def _check_shapes(saved, target, where: str) -> None:
-  """Clear error for a checkpoint whose arrays do not fit the model (before Orbax's own)."""
+def check_shapes(saved, target, where: str) -> None:
+  """Clear error for saved arrays that do not fit the model (before Orbax's own)."""
   saved = {jax.tree_util.keystr(p): tuple(x.shape)
            for p, x in jax.tree_util.tree_leaves_with_path(saved) if hasattr(x, "shape")}
   target = {jax.tree_util.keystr(p): tuple(x.shape)
@@ -93,80 +126,56 @@ def _check_shapes(saved, target, where: str) -> None:
                      "\n".join(bad[:10]))
 
 
-def restore_latest(mgr: ocp.CheckpointManager, abstract_state, data_iter, meta: dict):
-  """(state, step) of the newest complete checkpoint, placed with `abstract_state`'s shardings
-  (so a run can resume on another mesh); `data_iter` moves to where that step left off (None:
-  the data position is not read). (None, 0) when the workdir has no checkpoint."""
-  step = mgr.latest_step()
-  if step is None:
-    return None, 0
-  where = f"{mgr.directory}/{step}"
-  saved_meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-  check_compatible(saved_meta, meta, where)
-  _check_shapes(mgr.item_metadata(step)["state"]["params"], abstract_state["params"], where)
-  items = dict(state=ocp.args.StandardRestore(abstract_state))
-  if data_iter is not None:
-    items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-  restored = mgr.restore(step, args=ocp.args.Composite(**items))
-  return restored["state"], step
+def restore_latest(mgr: ocp.CheckpointManager, abstract_state, meta: dict):
+  """(state, step, saved meta) of the newest step that restores, placed with `abstract_state`'s
+  shardings (so a run can resume on another mesh), or (None, 0, None) with no checkpoint.
+
+  A newest step that is corrupt or incomplete (unreadable meta, missing or damaged arrays) is
+  skipped for the one before it, with a warning naming the step, the file and the error, and
+  moved aside (renamed `<step>.unreadable-<time>`, kept for inspection) so the resumed run can save
+  that step again; a step of another config or data is an error (IncompatibleRun), never
+  skipped."""
+  broken = []
+  for step in sorted(mgr.all_steps(), reverse=True):
+    where = f"{mgr.directory}/{step}"
+    try:
+      saved_meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+      if not isinstance(saved_meta, dict) or "config" not in saved_meta:
+        raise ValueError(f"{where}/meta holds no run metadata")
+      check_compatible(saved_meta, meta, where)
+      check_shapes(mgr.item_metadata(step)["state"]["params"], abstract_state["params"], where)
+      state = mgr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state)))["state"]
+    except (IncompatibleRun, ValueError) as e:
+      if isinstance(e, IncompatibleRun) or "does not fit this model" in str(e):
+        raise
+      broken.append(_skip(where, e, step))
+      continue
+    except (OSError, KeyError, TypeError, json.JSONDecodeError, RuntimeError) as e:
+      broken.append(_skip(where, e, step))
+      continue
+    _move_aside(mgr, broken)
+    return state, step, saved_meta
+  _move_aside(mgr, broken)
+  return None, 0, None
 
 
-def load_params(path: str, abstract_params, logical_specs):
-  """Params only: the start of fine-tuning or of a new stage; optimizer state and data position
-  are not read. `path` is another run's workdir (its newest step), one step directory, or
-  exported weights (`medjax-export`: the export directory or its model.safetensors), which a
-  run elsewhere may have handed over; `logical_specs` restacks their per-layer tensors."""
-  path = os.path.abspath(path)
-  weights = path if path.endswith(".safetensors") else os.path.join(path, "model.safetensors")
-  if os.path.isfile(weights):
-    params = named_params.from_named(safetensors.numpy.load_file(weights), abstract_params,
-                               logical_specs)
-    return jax.tree.map(lambda v, a: jax.device_put(np.asarray(v, a.dtype), a.sharding),
-                        params, abstract_params)
-  ckpt_dir = os.path.join(path, "checkpoints")
-  if os.path.isdir(ckpt_dir):
-    with ocp.CheckpointManager(ckpt_dir, item_handlers=_handlers()) as mgr:
-      if mgr.latest_step() is None:
-        raise FileNotFoundError(f"init_from={path}: no complete checkpoint in {ckpt_dir}")
-      path = os.path.join(ckpt_dir, str(mgr.latest_step()))
-  state_dir = os.path.join(path, "state")
-  if not os.path.isdir(state_dir):
-    raise FileNotFoundError(f"init_from={path}: not a medjax workdir, checkpoint step dir or "
-                            "export")
-  target = {"params": abstract_params}
-  with ocp.PyTreeCheckpointer() as ckptr:
-    _check_shapes(ckptr.metadata(state_dir).item_metadata["params"], abstract_params, path)
-    return ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True))["params"]
+def _move_aside(mgr, steps) -> None:
+  if not steps:
+    return
+  if jax.process_index() == 0:
+    for step in steps:
+      src = paths.path(mgr.directory) / str(step)
+      dst = src.parent / f"{step}.unreadable-{time.time():.0f}"
+      src.rename(dst)
+      logging.warning("Moved the unreadable checkpoint %s to %s.", src, dst)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("medjax: unreadable checkpoints moved aside")
+  mgr.reload()
 
 
-def load_model(config, path: str = "", ts=None):
-  """(TrainSetup on one device, params) for evaluations and exports: `path`'s params (a workdir,
-  step directory or export, as `load_params`) or, when `path` is empty, a random init of
-  `config.seed`. Pass `ts` to reuse one setup for several towers of a config."""
-  ts = ts or state_lib.setup(config, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
-  if path:
-    return ts, load_params(path, ts.abstract_state["params"], ts.logical_specs)
-  return ts, state_lib.init(config, ts)["params"]
-
-
-class Preemption:
-  """SIGTERM (the preemption notice of TPU VMs, Kubernetes, Slurm) -> save at the next step
-  boundary and exit cleanly. On several hosts the flag is agreed on, so all save together."""
-
-  def __init__(self):
-    self._flag = threading.Event()
-    self._previous = signal.signal(signal.SIGTERM, lambda *_: self._flag.set())
-
-  def requested(self, step: int, every: int) -> bool:
-    if jax.process_count() == 1:
-      return self._flag.is_set()
-    if step % every:  # a cross-host agreement is a sync point: not every step
-      return False
-    return bool(multihost_utils.process_allgather(self._flag.is_set()).any())
-
-  def close(self):
-    signal.signal(signal.SIGTERM, self._previous)
-    if self._flag.is_set():
-      logging.warning("Stopped on SIGTERM after saving; rerun the same command to resume.")
+def _skip(where: str, error: Exception, step: int) -> int:
+  first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+  logging.warning("Checkpoint %s cannot be restored (%s: %s); falling back to the step before "
+                  "it.", where, type(error).__name__, first)
+  return step

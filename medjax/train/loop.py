@@ -1,57 +1,63 @@
 """The trainer: pretrains Med-MLLM on a device mesh (one CPU, one GPU or a multi-host pod) by
 config alone. `medjax-train` (medjax/cli/train.py), the tests and notebooks call `train`.
 
-Sections, top to bottom: mesh, input pipeline, model & sharding, checkpoint/resume, update step,
-train loop. Re-running with the same workdir resumes from its newest checkpoint.
+Sections, top to bottom: mesh, input, model & sharding, checkpoint & resume, evaluators, update
+step, loop. Re-running with the same workdir resumes from its newest complete checkpoint, on
+any mesh and any number of processes. Every process runs this same code; process 0 alone
+writes metrics, TensorBoard events and the progress bar.
 """
+from __future__ import annotations
+
 import hashlib
-import json
-import os
 import time
 
 import jax
-import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 from absl import logging
 
-from medjax import sharding
+from medjax import evaluators, paths, sharding
 from medjax.configs import resolve
 from medjax.data import mixture, pipeline
-from medjax.train import aot, checkpoint, optimizer, stages
-from medjax.train import metrics as metrics_lib
-from medjax.train import state as state_lib
+from medjax.train import (
+  aot,
+  checkpoint,
+  feed,
+  metrics as metrics_lib,
+  optimizer,
+  preemption,
+  processes,
+  stages,
+  state as state_lib,
+  summary as summary_lib,
+  weights,
+)
 
 
-def train(config, workdir: str, devices=None) -> list[dict]:
-  """Runs `config` to `config.total_steps`; returns the logged metrics (one dict per log step)."""
+def train(config, workdir, devices=None) -> list[dict]:
+  """Runs `config` to `config.total_steps` in `workdir` (a local path or a cloud URL); returns
+  the rows it logged (one dict per log step, evaluator results included)."""
   config = resolve.resolved(config)
+  workdir = paths.path(workdir)
+  main = jax.process_index() == 0
+
   # ---------------------------------------------------------------------------------- Mesh --
   mesh = sharding.make_mesh(config.mesh, devices)
   replicas = mesh.shape["data"] * mesh.shape["fsdp"]
   if config.batch_size % replicas:
-    raise ValueError(f"batch_size={config.batch_size} must divide by data x fsdp = {replicas}")
+    raise ValueError(f"config.batch_size={config.batch_size} must divide by data x fsdp = "
+                     f"{replicas} (mesh {dict(mesh.shape)})")
   logging.info("Mesh %s on %d process(es).", dict(mesh.shape), jax.process_count())
 
-  # ------------------------------------------------------------------------ Input pipeline --
+  # --------------------------------------------------------------------------------- Input --
   data_cfg = config.data.copy_and_resolve_references()
   tokenizer = pipeline.load_tokenizer(data_cfg)
   data_cfg.tokenizer = str(pipeline.tokenizer_path(data_cfg))  # one for all stages' sources
   if tokenizer.vocab_size > config.model.text.vocab_size:
     raise ValueError(f"The tokenizer has {tokenizer.vocab_size} pieces, more than "
-                     f"model.text.vocab_size={config.model.text.vocab_size}; raise it or "
+                     f"config.model.text.vocab_size={config.model.text.vocab_size}; raise it or "
                      "retrain the tokenizer.")
   schedule = stages.plan(config)  # a stage may read its own sources (medjax/train/stages.py)
-
-  def stage_data(stage):
-    return pipeline.make_iterator(stages.data_config(data_cfg, stage),
-                                  batch_size=config.batch_size, seed=config.seed)
-
-  batch_sharding = sharding.batch_sharding(mesh)
-
-  def global_batch(local):  # this process's rows -> one array spanning all processes
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(batch_sharding, x),
-                        local)
 
   # -------------------------------------------------------------------- Model and sharding --
   ts = state_lib.setup(config, mesh)
@@ -61,23 +67,35 @@ def train(config, workdir: str, devices=None) -> list[dict]:
                sharding.per_device_bytes(ts.abstract_state, ts.shardings) / 2**20)
 
   # ---------------------------------------------------------------- Checkpoint and resume --
-  # Order: this workdir's newest checkpoint, else params from config.init_from, else init.
+  # Order: this workdir's newest complete checkpoint, else params from config.init_from, else
+  # a fresh init. The data position is the step (medjax/train/feed.py).
   ckpt = checkpoint.manager(workdir, config)
   meta = dict(config=config.to_dict(), tokenizer_sha256=tokenizer.sha256,
               data_sha256=_data_sha256(data_cfg, schedule))
-  saved = ckpt.latest_step() or 0
-  data_iter = stage_data(stages.at(schedule, min(saved + 1, config.total_steps)))
-  # The data position is restored only if the saved stream goes on (not at a change of sources).
-  state, start = checkpoint.restore_latest(
-      ckpt, ts.abstract_state, data_iter if stages.same_stream(schedule, saved) else None, meta)
+  state, start, _ = checkpoint.restore_latest(ckpt, ts.abstract_state, meta)
   if state is not None:
-    logging.info("Resumed from step %d.", start)
+    logging.info("Resumed from step %d of %s.", start, ckpt.directory)
   else:
     state = state_lib.init(config, ts)
     if config.init_from:
-      state["params"] = checkpoint.load_params(config.init_from, ts.abstract_state["params"],
-                                                ts.logical_specs)
+      state["params"] = weights.load_params(config.init_from, ts.abstract_state["params"],
+                                            ts.logical_specs, allow_cast=config.init_from_cast)
       logging.info("Params from %s; optimizer and data start afresh.", config.init_from)
+
+  # ---------------------------------------------------------------------------- Evaluators --
+  # Chosen by name in config.evals (medjax/evaluators); each runs every `every` steps on the
+  # current params, at the start of a fresh run, and at the end.
+  evals = evaluators.build(config, mesh, ts)
+
+  def evaluate(step, stage, every_one=False):
+    out = {}
+    for ev in evals:
+      if not (every_one or step % ev.every == 0):
+        continue
+      t0 = time.perf_counter()
+      out.update(ev.run(state["params"], stage))
+      logging.info("Evaluator %s at step %d: %.1f s.", ev.name, step, time.perf_counter() - t0)
+    return out
 
   # ------------------------------------------------------------------------- Update step --
   # One compiled step per stage (medjax/train/stages.py): the active objectives differ.
@@ -93,78 +111,103 @@ def train(config, workdir: str, devices=None) -> list[dict]:
                  {k: f"{v:.0%}" for k, v in shares.items()})
     return compiled, flops, dict(shares, compile_seconds=seconds)
 
-  # -------------------------------------------------------------------------- Train loop --
-  writer = metrics_lib.MetricWriter(workdir)
-  preemption = checkpoint.Preemption()
-  digests = (open(os.path.join(workdir, f"batch_digests.{jax.process_index()}.jsonl"), "a")  # noqa: SIM115
-             if config.record_batch_digests else None)
+  # ---------------------------------------------------------------------------------- Loop --
+  writer = metrics_lib.MetricWriter(workdir, resumed=start)
+  batches = feed.Feed(config, data_cfg, schedule, mesh, workdir=workdir)
   lr = optimizer.schedule(config.optim, config.total_steps)
-  history, window_start, window_steps, window_sum = [], time.perf_counter(), 0, None
-  stage, compiled, flops, stage_scalars = None, None, 0.0, {}
+  wait = config.timeouts.checkpoint_seconds
+  history, window, stage, compiled, flops, stage_scalars = [], None, None, None, 0.0, {}
+  if start == 0 and evals:
+    row = dict(evaluate(0, schedule[0], every_one=True), step=0)
+    writer.write(0, row)
+    history.append(row)
   bar = tqdm.tqdm(total=config.total_steps, initial=start, desc="train", unit="step",
-                  disable=None if jax.process_index() == 0 else True)
+                  disable=None if main else True)
+  stop = preemption.StopRequests(lambda: _newest_complete(ckpt))
   try:
-    for step in range(start + 1, config.total_steps + 1):
-      new_stage = stage is None or step > stage.last
-      if new_stage:
-        previous, stage = stage, stages.at(schedule, step)
-        if previous is not None and stage.sources != previous.sources:
-          data_iter.close()  # its prefetch threads / worker processes
-          data_iter = stage_data(stage)  # other sources: this stage's own stream
-      local = next(data_iter)
-      batch = global_batch(local)
-      if digests:
-        digests.write(json.dumps({"step": step, "sha256": _digest(local)}) + "\n")
-      if new_stage:
-        compiled, flops, stage_scalars = compile_stage(stage, state, batch)
-        window_start, window_steps = time.perf_counter(), 0  # compiling is not a step
-      state, step_metrics = compiled(state, batch)
-      window_sum = step_metrics if window_steps == 0 else _add(window_sum, step_metrics)
-      window_steps += 1
-      bar.update(1)
+    with processes.Watchdog(config.timeouts.lost_process_seconds), stop:
+      for step in range(start + 1, config.total_steps + 1):
+        batch = batches.next(step)  # and the next step's batch starts building
+        if stage is None or step > stage.last:
+          stage = stages.at(schedule, step)
+          compiled, flops, stage_scalars = compile_stage(stage, state, batch)
+          window = None  # compiling is not a step
+        if window is None:
+          window = _Window()
+        state, step_metrics = compiled(state, batch)  # dispatched; runs while the host goes on
+        window.add(step_metrics)
+        bar.update(1)
 
-      if step % config.log_every == 0 or step == config.total_steps:
-        means = jax.device_get(window_sum)  # waits for the step: timings are honest
-        means = {k: v / window_steps for k, v in means.items()}  # the window's mean, not one step
-        means["skipped_steps"] = int(jax.device_get(step_metrics["skipped_steps"]))  # a count
-        step_seconds = (time.perf_counter() - window_start) / window_steps
-        scalars = dict(means, lr=lr(step - 1), step_seconds=step_seconds,
-                       examples_per_second=config.batch_size / step_seconds,
-                       mfu=metrics_lib.mfu(flops, step_seconds, config.peak_flops_per_device))
-        scalars.update(stage_scalars)  # once per stage: compile time, objectives' FLOPs shares
-        stage_scalars = {}
-        writer.write(step, scalars)
-        history.append(dict(scalars, step=step))
-        bar.set_postfix(loss=f"{scalars['loss']:.4f}", mfu=f"{scalars['mfu']:.1%}")
-        logging.info("step %d: loss %.4f, %.3f s/step, %.1f ex/s, MFU %.1f%%", step,
-                     scalars["loss"], step_seconds, scalars["examples_per_second"],
-                     100 * scalars["mfu"])
-        nonfinite = int(jax.device_get(state["nonfinite_in_row"]))
-        if nonfinite >= config.max_nonfinite_in_row:
-          raise FloatingPointError(
-              f"Step {step}: {nonfinite} non-finite losses/gradients in a row (updates skipped, "
-              f"last good state in {workdir}/checkpoints). Lower optim.lr or check the data.")
-        window_start, window_steps = time.perf_counter(), 0
+        if step % config.log_every == 0 or step == config.total_steps:
+          scalars = window.means()  # waits for the step: timings are honest
+          scalars.update(lr=lr(step - 1), examples_per_second=config.batch_size /
+                         scalars["step_seconds"],
+                         mfu=metrics_lib.mfu(flops, scalars["step_seconds"],
+                                             config.peak_flops_per_device),
+                         **stage_scalars)  # once per stage: compile time, FLOPs shares
+          stage_scalars = {}
+          scalars.update(evaluate(step, stage, every_one=step == config.total_steps))
+          writer.write(step, scalars)
+          history.append(dict(scalars, step=step))
+          bar.set_postfix(loss=f"{scalars['loss']:.4f}", mfu=f"{scalars['mfu']:.1%}")
+          logging.info("step %d: loss %.4f, %.3f s/step, %.1f ex/s, MFU %.1f%%", step,
+                       scalars["loss"], scalars["step_seconds"],
+                       scalars["examples_per_second"], 100 * scalars["mfu"])
+          nonfinite = int(jax.device_get(state["nonfinite_in_row"]))
+          if nonfinite >= config.max_nonfinite_in_row:
+            raise FloatingPointError(
+                f"Step {step}: {nonfinite} non-finite losses or gradients in a row (each update "
+                f"skipped, so the params are those of step {step - nonfinite}; "
+                f"{_newest_complete(ckpt)}). Check the data and config.optim.lr.")
+          window = _Window()
 
-      preempted = preemption.requested(step, config.log_every)
-      if step % config.checkpoint_every == 0 or step == config.total_steps or preempted:
-        checkpoint.save(ckpt, step, state, data_iter, meta)
-      if preempted:
-        break
-  finally:  # also on errors: finish pending saves, restore the SIGTERM handler, flush logs
-    preemption.close()
+        stopping = stop.requested(step)
+        if step % config.checkpoint_every == 0 or step == config.total_steps or stopping:
+          checkpoint.save(ckpt, step, state, dict(meta, data=dict(
+              stream_start=stages.stream_start(schedule, step), step=step)))
+        if stopping:
+          break
+      checkpoint.finish(ckpt, wait)
+  finally:  # also on errors: bounded waits for pending saves, files closed
     bar.close()
-    ckpt.wait_until_finished()
-    ckpt.close()
+    batches.close()
     writer.close()
-    if digests:
-      digests.close()
+    try:
+      preemption.bounded(ckpt.close, wait, "closing the checkpoint manager")
+    except Exception as e:  # the original error, if any, is the one that matters
+      logging.error("Checkpoints: %s", e)
+  if main:
+    print(summary_lib.report(workdir), flush=True)
   return history
 
 
+class _Window:
+  """The log window's metrics: summed on the device (one dispatch per step, no host sync)."""
+
+  def __init__(self):
+    self.start, self.steps, self.sums, self.last = time.perf_counter(), 0, None, None
+
+  def add(self, metrics: dict) -> None:
+    self.sums = metrics if self.sums is None else _add(self.sums, metrics)
+    self.steps, self.last = self.steps + 1, metrics
+
+  def means(self) -> dict:
+    sums, last = jax.device_get((self.sums, self.last))
+    out = {k: float(v) / self.steps for k, v in sums.items()}  # the window's mean, not a step's
+    out["skipped_steps"] = int(last["skipped_steps"])  # a running count
+    out["step_seconds"] = (time.perf_counter() - self.start) / self.steps
+    return out
+
+
 @jax.jit
-def _add(a, b):  # one dispatch per step to accumulate the log window's metrics on device
+def _add(a, b):
   return jax.tree.map(lambda x, y: x + y, a, b)
+
+
+def _newest_complete(ckpt) -> str:
+  step = ckpt.latest_step()
+  return (f"the newest complete checkpoint is step {step} in {ckpt.directory}" if step else
+          f"no complete checkpoint in {ckpt.directory} yet")
 
 
 def _data_sha256(data_cfg, schedule) -> str:
@@ -174,15 +217,6 @@ def _data_sha256(data_cfg, schedule) -> str:
                   for s in mixture.specs(stages.data_config(data_cfg, stage), "train")})
   h = hashlib.sha256()
   for name in names:
-    version_dir = tfds.builder(name, data_dir=data_cfg.dir).data_dir
-    with open(os.path.join(version_dir, "manifest.json"), "rb") as f:
-      h.update(f.read())
-  return h.hexdigest()
-
-
-def _digest(batch: dict) -> str:
-  h = hashlib.sha256()
-  for key in sorted(batch):
-    h.update(key.encode())
-    h.update(np.ascontiguousarray(batch[key]).tobytes())
+    version_dir = paths.path(tfds.builder(name, data_dir=data_cfg.dir).data_dir)
+    h.update((version_dir / "manifest.json").read_bytes())
   return h.hexdigest()

@@ -1,9 +1,16 @@
-"""Throughput accounting (FLOPs from XLA, MFU) and the metric writers of a run."""
+"""Throughput accounting (FLOPs, MFU) and the metric files of a run."""
+from __future__ import annotations
+
 import json
-import os
+import struct
+import time
 
 import jax
-from tensorboardX import SummaryWriter
+from absl import logging
+from tensorboardX.proto import event_pb2, summary_pb2
+from tensorboardX.record_writer import masked_crc32c
+
+from medjax import paths
 
 
 def unrolled(config):
@@ -29,26 +36,81 @@ def mfu(flops_per_device: float, step_seconds: float, peak_flops_per_device: flo
   return flops_per_device / step_seconds / peak_flops_per_device
 
 
+def logged_rows(workdir) -> list[dict]:
+  """The rows of `workdir`/metrics.jsonl, one per logged step (a repeated step: the last row
+  wins; a line cut off by a kill is skipped)."""
+  path = paths.path(workdir) / "metrics.jsonl"
+  if not path.exists():
+    return []
+  rows = {}
+  for line in path.read_text().splitlines():
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    rows[int(row["step"])] = row
+  return [rows[s] for s in sorted(rows)]
+
+
 class MetricWriter:
-  """Scalars to TensorBoard event files and to metrics.jsonl in the workdir; process 0 only."""
+  """Scalars to metrics.jsonl and a TensorBoard event file in the workdir, process 0 only.
 
-  def __init__(self, workdir: str):
+  Written synchronously on the caller's thread: a full disk or a dead filesystem is an OSError
+  at the step that met it, never a background thread that dies and leaves the loop blocked.
+  A run resuming from step `resumed` (0: from scratch) first drops the rows after it (they are
+  repeated now), and its event file starts with TensorBoard's restart marker, so neither the
+  file nor the plots show a step twice."""
+
+  def __init__(self, workdir, resumed: int):
     self._active = jax.process_index() == 0
-    if self._active:
-      os.makedirs(workdir, exist_ok=True)
-      self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")  # noqa: SIM115
+    if not self._active:
+      return
+    workdir = paths.path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    jsonl = workdir / "metrics.jsonl"
+    if jsonl.exists():
+      lines = jsonl.read_text().splitlines()
+      kept = [ln for ln in lines if _step_of(ln) is not None and _step_of(ln) <= resumed]
+      if len(kept) != len(lines):
+        logging.info("metrics.jsonl: %d rows after step %d (or cut off) dropped: this run "
+                     "writes those steps again.", len(lines) - len(kept), resumed)
+        paths.write_atomic(jsonl, "".join(ln + "\n" for ln in kept))
+    self._jsonl = jsonl.open("a")
+    tb = workdir / "tensorboard"
+    tb.mkdir(parents=True, exist_ok=True)
+    self._events = (tb / f"events.out.tfevents.{time.time():.0f}.medjax.p0").open("ab")
+    self._event(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+    self._event(event_pb2.Event(wall_time=time.time(), step=resumed + 1, session_log=(
+        event_pb2.SessionLog(status=event_pb2.SessionLog.START))))
 
-  def write(self, step: int, scalars: dict):
+  def _event(self, event) -> None:
+    data = event.SerializeToString()
+    header = struct.pack("Q", len(data))
+    self._events.write(header + struct.pack("I", masked_crc32c(header)) + data +
+                       struct.pack("I", masked_crc32c(data)))
+    self._events.flush()
+
+  def write(self, step: int, scalars: dict) -> None:
     if not self._active:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
-    for name, value in scalars.items():
-      self._tb.add_scalar(name, value, step)
+    values = [summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()]
+    self._event(event_pb2.Event(wall_time=time.time(), step=step,
+                                summary=summary_pb2.Summary(value=values)))
     self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
     self._jsonl.flush()
 
-  def close(self):
+  def close(self) -> None:
     if self._active:
-      self._tb.close()
-      self._jsonl.close()
+      for f in (self._events, self._jsonl):
+        try:
+          f.close()
+        except OSError as e:  # the disk error is reported where it happened
+          logging.warning("closing a metrics file: %s", e)
+
+
+def _step_of(line: str) -> int | None:
+  try:
+    return int(json.loads(line)["step"])
+  except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+    return None

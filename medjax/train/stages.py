@@ -8,7 +8,8 @@ hands the same params and optimizer to the next stage. Empty `stages` = one stag
 A stage may also name its own `sources` (entries as in `data.sources`; default: `data.sources`):
 an image-only stage then reads only the datasets that have images instead of spending half of
 each batch on rows it cannot use. A stage whose sources differ from the previous stage's starts
-its own data stream (fresh, from `config.seed`); otherwise the stream runs on across stages.
+its own data stream (fresh, from `config.seed`); otherwise the stream runs on across stages
+(`stream_start`).
 """
 import dataclasses
 
@@ -64,10 +65,16 @@ def data_config(data_cfg, stage: Stage):
   return out
 
 
-def same_stream(stages: list[Stage], step: int) -> bool:
-  """Whether the data stream after `step` (a checkpoint's step) continues the one before it:
-  false at 0 and where the next stage reads other sources."""
-  return 0 < step < stages[-1].last and at(stages, step).sources == at(stages, step + 1).sources
+def stream_start(stages: list[Stage], step: int) -> int:
+  """The first step of the data stream `step` reads: consecutive stages on the same sources
+  share one stream; a stage on other sources starts its own. Step s reads that stream's batch
+  s - stream_start(s)."""
+  first = at(stages, step)
+  for stage in reversed(stages[:stages.index(first)]):
+    if stage.sources != first.sources:
+      break
+    first = stage
+  return first.first
 
 
 def flops_shares(graphdef, stage: Stage, params, batch) -> dict:

@@ -1,10 +1,11 @@
 """Fixtures of synthetic in-memory sources and a tokenizer trained on their text."""
 import pytest
-import synthetic_data
 
 from medjax.data.mixture import Source
 from medjax.data.tokenizer import Tokenizer
 from medjax.data_prep import tokenizer as tokenizer_prep
+
+import synthetic_data
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import synthetic_data as sd
 import tensorflow_datasets as tfds
 
 from medjax import contract
 from medjax.data import pipeline, transforms
 from medjax.data.mixture import Source
 from medjax.data_prep import tokenizer as tokenizer_prep
+
+import synthetic_data as sd
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "docs" / "contracts.md"
 

@@ -111,8 +111,3 @@ def test_hide_sentence_respects_limit_and_needs_two_sentences():
   assert tasks.hide_sentence("Only one sentence.", np.random.default_rng(0)) is None
   assert tasks.hide_sentence("", np.random.default_rng(0)) is None
 
-
-def test_patch_noise():
-  a = tasks.patch_noise(np.random.default_rng(0), 64)
-  assert a.shape == (64,) and a.dtype == np.float32 and (a >= 0).all() and (a < 1).all()
-  np.testing.assert_array_equal(a, tasks.patch_noise(np.random.default_rng(0), 64))

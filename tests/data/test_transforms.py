@@ -1,9 +1,10 @@
 """Pixel normalisation of medjax/data/transforms.py, through the pipeline that applies it."""
 import numpy as np
 import pytest
-import synthetic_data as sd
 
 from medjax.data import pipeline
+
+import synthetic_data as sd
 
 
 def _batch(sources, tokenizer, train: bool, **cfg) -> dict:

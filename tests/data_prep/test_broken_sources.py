@@ -3,10 +3,11 @@ patients, for a leaking split); a study whose views disagree on the split is a c
 The per-file and per-row cases are in test_malformed.py."""
 from pathlib import Path
 
-import layouts
 import pytest
 
 from medjax.data_prep import chexpert, covid_cxr, iu_xray, mimic_cxr
+
+import layouts
 
 
 def _row(name: str) -> list:

@@ -1,7 +1,6 @@
 """chexpert_cxr on a small CheXpert-v1.0-small tree (train.csv / valid.csv + JPEGs)."""
 import io
 
-import layouts
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -9,6 +8,8 @@ from PIL import Image
 
 from medjax import contract
 from medjax.data_prep import chexpert
+
+import layouts
 
 LABEL = {n: i for i, n in enumerate(contract.LABELS)}
 

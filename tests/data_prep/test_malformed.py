@@ -9,7 +9,6 @@ import io
 import zlib
 from pathlib import Path
 
-import layouts
 import numpy as np
 import pydicom.data
 import pytest
@@ -18,6 +17,8 @@ from PIL import Image
 
 from medjax.data import pipeline
 from medjax.data_prep import chexpert, covid_cxr, iu_xray, mimic_cxr, ncbi_disease, tokenizer
+
+import layouts
 
 BAD = "\udcff"  # stands for a byte that is not UTF-8; written as b"\xff"
 

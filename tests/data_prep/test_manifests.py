@@ -4,13 +4,14 @@ import hashlib
 import json
 from pathlib import Path
 
-import layouts
 import pytest
 import sentencepiece as spm
 import tensorflow_datasets as tfds
 
 from medjax import contract
 from medjax.data_prep import iu_xray, ncbi_disease, tokenizer
+
+import layouts
 
 REAL = {"covid_cxr": "covid_data_dir", "iu_xray": "text_data_dir", "ncbi_disease": "text_data_dir"}
 

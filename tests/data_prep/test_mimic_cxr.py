@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import layouts
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -12,6 +11,8 @@ from PIL import Image
 
 from medjax import contract
 from medjax.data_prep import mimic_cxr
+
+import layouts
 
 REPO = Path(__file__).resolve().parents[2]
 LABEL = {n: i for i, n in enumerate(contract.LABELS)}

@@ -1,4 +1,8 @@
 """Record schema v2 (data_prep/schema.py), the patient split and the leakage check (splits.py)."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -50,14 +54,21 @@ def test_view_names(raw, view):
   assert schema.normalize_view(raw) == view
 
 
-def test_split_is_stable_and_follows_the_seed():
+def test_split_is_the_same_in_every_process_and_follows_the_seed():
+  """Unlike Python's salted hash(), the split of a patient must not change between processes
+  (a converter run twice, or on another machine, must write the same splits)."""
   patients = [str(i) for i in range(400)]
 
   def val(seed):
-    return {p for p in patients if splits.split_of(p, seed, 0.15) == "validation"}
+    return sorted(p for p in patients if splits.split_of(p, seed, 0.15) == "validation")
 
-  assert val(0) == val(0) and val(0) != val(1)
-  assert 30 < len(val(0)) < 90
+  code = ("from medjax.data_prep import splits; print(sorted(str(i) for i in range(400) "
+          "if splits.split_of(str(i), 0, 0.15) == 'validation'))")
+  other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=dict(os.environ, PYTHONHASHSEED="123")).stdout
+  assert other.strip() == str(val(0))
+  assert val(0) != val(1)
+  assert 30 < len(val(0)) < 90  # about 15% of 400
 
 
 def _study(sid, patient):

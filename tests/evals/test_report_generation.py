@@ -8,7 +8,7 @@ from flax import nnx
 
 from medjax.data import pipeline
 from medjax.evals import report_generation
-from medjax.train import checkpoint
+from medjax.train import weights
 
 
 def test_text_scores_on_hand_computed_cases():
@@ -50,7 +50,7 @@ def test_greedy_reports_on_the_real_sample(tiny_config, tiny_run):
 
   # Each generated token is the argmax of the decoder run once over the whole sequence
   # (teacher forcing on its own output): the step-by-step loop decodes what the model says.
-  ts, params = checkpoint.load_model(config, str(tiny_run))
+  ts, params = weights.load_model(config, str(tiny_run))
   graphdef = ts.graphdef
   tokenizer = pipeline.load_tokenizer(config.data)
   ids = report_generation.generate(graphdef, params, images[:8], tokenizer, length)

@@ -1,7 +1,6 @@
 import functools
 import math
 
-import batches
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -12,6 +11,8 @@ from jax.sharding import PartitionSpec as P
 
 from medjax import sharding
 from medjax.models.medmllm import OUTPUTS, MedMLLM, param_count
+
+import batches
 
 PROJ, VOCAB, B, T, TS, N = 16, 64, 4, 8, 6, 16  # N: 4 x 4 patches of 8 px in 32 x 32 images
 PAIR = frozenset({"image_emb", "text_emb", "logit_scale", "logit_bias"})

@@ -6,7 +6,6 @@ XLA's gathers can give each row the negatives and positives held by other device
 (with fusion, so the M3AE path is covered too) and one jitted function returning all per-objective
 losses and their Jacobian keep this to two compiles (XLA optimisations off: conftest.py).
 """
-import batches
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +15,8 @@ from flax import nnx
 from medjax import objectives, sharding
 from medjax.configs import base
 from medjax.models.medmllm import MedMLLM
+
+import batches
 
 
 def _config():

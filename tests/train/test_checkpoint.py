@@ -19,14 +19,11 @@ from safetensors.numpy import save_file
 from medjax import named_params, sharding
 from medjax.configs import medmllm_tiny, resolve
 from medjax.data import pipeline
-from medjax.train import checkpoint
-from medjax.train import loop as trainer
-from medjax.train import state as state_lib
-from medjax.train import step as step_lib
+from medjax.train import checkpoint, loop as trainer, state as state_lib, step as step_lib, weights
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 40
-ITEMS = ("state", "data", "meta")  # the items of a medjax checkpoint step
+ITEMS = ("state", "meta")  # the items of a medjax checkpoint step
 ONE = jax.devices()[:1]  # in-process runs of the 1-device tiny mesh
 
 
@@ -65,7 +62,7 @@ def _saved(workdir, step=None):
 
 
 def _digests(workdir):
-  lines = (Path(workdir) / "batch_digests.0.jsonl").read_text().splitlines()
+  lines = (Path(workdir) / "batch_digests.jsonl").read_text().splitlines()
   return {r["step"]: r["sha256"] for r in map(json.loads, lines)}
 
 
@@ -120,13 +117,21 @@ def test_kill_9_during_an_async_save_resumes_from_the_last_complete_step(
   deadline = time.time() + 300
   while not (ckpt_dir / "5").is_dir():  # the first save is complete
     assert time.time() < deadline and proc.poll() is None, "step 5 was never saved"
-  while not any("tmp" in p.name for p in ckpt_dir.iterdir()):  # a later save is being written
-    assert time.time() < deadline and proc.poll() is None, "no save in progress was seen"
-  proc.kill()
+  # Freeze the process the moment a later save is seen in progress (a temporary step dir), and
+  # check it still is: a save that finished between the look and the freeze is not a kill
+  # "during a save", so let the process go on to the next save and try again.
+  while True:
+    while not any("tmp" in p.name for p in ckpt_dir.iterdir()):
+      assert time.time() < deadline and proc.poll() is None, "no save in progress was seen"
+    proc.send_signal(signal.SIGSTOP)
+    half_written = [p.name for p in ckpt_dir.iterdir() if "tmp" in p.name]
+    if half_written:
+      break
+    proc.send_signal(signal.SIGCONT)
+  proc.kill()  # SIGKILL reaches a stopped process too
   proc.wait()
-  half_written = [p.name for p in ckpt_dir.iterdir() if "tmp" in p.name]
   complete, _ = _saved(tmp_path)
-  assert half_written, "the kill should land in the middle of a save"
+  assert [p.name for p in ckpt_dir.iterdir() if "tmp" in p.name] == half_written
   _run(cmd)
   (step, params), (_, ref) = _saved(tmp_path), _saved(straight)
   assert step == STEPS and complete < STEPS
@@ -172,7 +177,7 @@ def test_nonfinite_step_is_skipped_counted_and_never_saved(covid_data_dir, tmp_p
   state, metrics = step(state, batch)
   assert int(state["nonfinite_in_row"]) == 0 and int(state["skipped_steps"]) == 1
   mgr = checkpoint.manager(str(tmp_path), config)
-  checkpoint.save(mgr, 2, state, data_iter, dict(config=config.to_dict()))
+  checkpoint.save(mgr, 2, state, dict(config=config.to_dict()))
   mgr.wait_until_finished()
   mgr.close()
   _, saved = _saved(tmp_path)
@@ -215,7 +220,7 @@ def test_init_from_loads_params_only(covid_data_dir, tmp_path):
   trainer.train(first, str(tmp_path / "a"), devices=ONE)
   _, want = _saved(tmp_path / "a")
   ts = state_lib.setup(first, sharding.make_mesh(first.mesh, jax.devices()[:1]))
-  got = checkpoint.load_params(str(tmp_path / "a"), ts.abstract_state["params"], ts.logical_specs)
+  got = weights.load_params(str(tmp_path / "a"), ts.abstract_state["params"], ts.logical_specs)
   _assert_same_params(jax.tree.map(np.asarray, got), want)
   # Exported weights (safetensors, one tensor per layer) load to the same params, from the
   # export directory or the file; a tensor of another shape is refused by name.
@@ -223,12 +228,12 @@ def test_init_from_loads_params_only(covid_data_dir, tmp_path):
   named = named_params.to_named(got, ts.logical_specs)
   save_file(named, str(tmp_path / "export" / "model.safetensors"))
   for path in (tmp_path / "export", tmp_path / "export" / "model.safetensors"):
-    loaded = checkpoint.load_params(str(path), ts.abstract_state["params"], ts.logical_specs)
+    loaded = weights.load_params(str(path), ts.abstract_state["params"], ts.logical_specs)
     _assert_same_params(jax.tree.map(np.asarray, loaded), want)
   named["image.norm.scale"] = np.ones(3, np.float32)
   save_file(named, str(tmp_path / "bad.safetensors"))
   with pytest.raises(ValueError, match="image.norm.scale: shape"):
-    checkpoint.load_params(str(tmp_path / "bad.safetensors"), ts.abstract_state["params"],
+    weights.load_params(str(tmp_path / "bad.safetensors"), ts.abstract_state["params"],
                            ts.logical_specs)
   second = _tiny(covid_data_dir, total_steps=2, log_every=1, init_from=str(tmp_path / "a"))
   history = trainer.train(second, str(tmp_path / "b"), devices=ONE)

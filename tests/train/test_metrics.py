@@ -42,6 +42,3 @@ def test_step_flops_per_device_splits_the_same_step_over_the_mesh():
   assert per_device[1] > 0
   assert per_device[8] * 8 == pytest.approx(per_device[1], rel=1e-9)
 
-
-def test_mfu_is_achieved_over_peak():
-  assert metrics.mfu(2e9, 0.5, 8e9) == pytest.approx(0.5)

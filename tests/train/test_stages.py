@@ -7,9 +7,7 @@ import pytest
 
 from medjax import sharding
 from medjax.configs import base, medmllm_tiny, resolve
-from medjax.train import loop as trainer
-from medjax.train import metrics, stages
-from medjax.train import state as state_lib
+from medjax.train import loop as trainer, metrics, stages, state as state_lib
 
 
 def _config(**overrides):
@@ -51,10 +49,8 @@ def test_a_stage_may_read_its_own_sources():
   a, b, cc = plan = stages.plan(c)
   assert (a.sources, b.sources, cc.sources) == (covid, mixed, mixed)
   assert stages.data_config(c.data, a).sources == covid and c.data.sources == mixed
-  # A checkpoint's data position carries on only inside one stream: not at 0, at the switch
-  # from a to b, or at the end; b -> c read the same sources, so the stream runs on.
-  assert [stages.same_stream(plan, s) for s in range(7)] == [False, True, False, True, True,
-                                                             True, False]
+  # Stage a reads its own stream; b and c read the same sources, so one stream runs on.
+  assert [stages.stream_start(plan, s) for s in range(1, 7)] == [1, 1, 3, 3, 3, 3]
   with pytest.raises(ValueError, match="unknown keys \\['source'\\]"):
     stages.plan(_config(total_steps=2, stages=(dict(name="a", steps=2, weights={}, source=covid),)))
 
@@ -113,7 +109,7 @@ def test_staged_run_recompiles_per_stage_and_resumes_inside_a_stage(covid_data_d
 
 
 def _digests(workdir) -> dict:
-  lines = (workdir / "batch_digests.0.jsonl").read_text().splitlines()
+  lines = (workdir / "batch_digests.jsonl").read_text().splitlines()
   return {d["step"]: d["sha256"] for d in map(json.loads, lines)}
 
 

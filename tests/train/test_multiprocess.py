@@ -1,0 +1,181 @@
+"""Several processes train as one (medjax/train/processes.py, loop.py, feed.py): 2 processes on
+127.0.0.1 with 2 fake CPU devices each form a small pod (a data=2 x fsdp=2 mesh over 4 devices),
+with real cross-process collectives (gloo).
+
+They train the tiny config exactly like 1 process with 4 devices, read disjoint rows, stop
+together when one of them gets SIGTERM, resume on another process count with the batches of an
+uninterrupted run, and end within a bounded time when a peer is killed."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from medjax.train import processes
+
+STEPS = 10
+MESH = ("--config.mesh.data=2", "--config.mesh.fsdp=2")
+
+
+def _port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _env(devices: int) -> dict:
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  env.pop("JAX_PLATFORMS", None)
+  return env
+
+
+def _cmd(workdir, data_dir, *extra):
+  return [sys.executable, "-m", "medjax.cli.train", "--config=medmllm_tiny",
+          f"--workdir={workdir}", f"--config.data.dir={data_dir}", "--config.log_every=1",
+          f"--config.total_steps={STEPS}", "--config.checkpoint_every=4",
+          "--config.record_batch_digests=True", "--config.optim.warmup_steps=2", *extra]
+
+
+def _launch(workdir, data_dir, *extra, processes_=2, devices=2, mesh=MESH):
+  """Starts the run as `processes_` processes (one CPU device group each); returns them."""
+  port, procs = _port(), []
+  for i in range(processes_):
+    multi = (f"--coordinator=127.0.0.1:{port}", f"--num_processes={processes_}",
+             f"--process_id={i}") if processes_ > 1 else ()
+    log = open(Path(workdir).parent / f"{Path(workdir).name}.p{i}.log", "a")
+    procs.append(subprocess.Popen(_cmd(workdir, data_dir, *mesh, *multi, *extra),
+                                  env=_env(devices), stdout=log, stderr=subprocess.STDOUT))
+  return procs
+
+
+def _finish(procs, timeout=600):
+  codes = [p.wait(timeout=timeout) for p in procs]
+  return codes
+
+
+def _log(workdir, i=0) -> str:
+  return (Path(workdir).parent / f"{Path(workdir).name}.p{i}.log").read_text()
+
+
+def _losses(workdir) -> dict:
+  rows = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+  return {r["step"]: r["loss"] for r in rows}
+
+
+def _digests(workdir) -> dict:
+  lines = (Path(workdir) / "batch_digests.jsonl").read_text().splitlines()
+  return {r["step"]: r["sha256"] for r in map(json.loads, lines)}
+
+
+def _rows(workdir, process) -> dict:
+  lines = (Path(workdir) / f"batch_rows.p{process}.jsonl").read_text().splitlines()
+  return {r["step"]: r["rows"] for r in map(json.loads, lines)}
+
+
+def _params(workdir, step=None):
+  with ocp.CheckpointManager(Path(workdir) / "checkpoints", item_names=("state", "meta")) as mgr:
+    step = mgr.latest_step() if step is None else step
+    state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  return step, state["params"]
+
+
+def _wait_for(path_fn, proc, timeout=300):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if path_fn():
+      return
+    assert proc.poll() is None, "the run ended early"
+    time.sleep(0.05)
+  raise TimeoutError("condition not reached")
+
+
+def _logged_step(workdir) -> int:
+  path = Path(workdir) / "metrics.jsonl"
+  if not path.exists():
+    return 0
+  lines = path.read_text().splitlines()
+  return json.loads(lines[-1])["step"] if lines else 0
+
+
+@pytest.fixture(scope="module")
+def two(covid_data_dir, tmp_path_factory):
+  """An uninterrupted 2-process run of STEPS steps."""
+  workdir = tmp_path_factory.mktemp("mp") / "two"
+  assert _finish(_launch(workdir, covid_data_dir)) == [0, 0], _log(workdir)
+  return workdir
+
+
+def test_two_processes_train_like_one_and_read_disjoint_rows(two, covid_data_dir, tmp_path):
+  one = tmp_path / "one"
+  assert _finish(_launch(one, covid_data_dir, processes_=1, devices=4)) == [0], _log(one)
+  want, got = _losses(one), _losses(two)
+  assert sorted(got) == list(range(1, STEPS + 1)) and want.keys() == got.keys()
+  np.testing.assert_allclose([got[s] for s in got], [want[s] for s in got], atol=1e-4)
+  assert abs(want[STEPS] - want[1]) > 1e-3  # the loss moved: equality shows something
+  assert _digests(two) == _digests(one)  # the same global batches, row for row
+  p0, p1, whole = _rows(two, 0), _rows(two, 1), _rows(one, 0)
+  for step in range(1, STEPS + 1):
+    assert not set(p0[step]) & set(p1[step])  # each process read only its own share
+    assert p0[step] + p1[step] == whole[step]
+  assert "[p1/2]" in _log(two, 1)  # log lines name the process
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step_and_resume_is_exact(
+    two, covid_data_dir, tmp_path):
+  workdir = tmp_path / "stopped"
+  procs = _launch(workdir, covid_data_dir)
+  _wait_for(lambda: _logged_step(workdir) >= 3, procs[0])
+  procs[1].send_signal(signal.SIGTERM)  # process 1 alone gets the preemption notice
+  assert _finish(procs) == [0, 0], _log(workdir)
+  stopped, _ = _params(workdir)
+  assert 3 <= stopped < STEPS
+  assert _finish(_launch(workdir, covid_data_dir)) == [0, 0], _log(workdir)
+  (step, params), (_, want) = _params(workdir), _params(two)
+  assert step == STEPS
+  jax.tree.map(np.testing.assert_array_equal, params, want)  # bit for bit
+
+
+def test_a_two_process_checkpoint_resumes_as_one_process(two, covid_data_dir, tmp_path):
+  base = tmp_path / "base"
+  procs = _launch(base, covid_data_dir, "--config.total_steps=4")
+  assert _finish(procs) == [0, 0], _log(base)
+  for name, devices, mesh in (("four", 4, MESH), ("single", 1, ("--config.mesh.data=1",))):
+    workdir = tmp_path / name
+    shutil.copytree(base, workdir)
+    procs = _launch(workdir, covid_data_dir, processes_=1, devices=devices, mesh=mesh)
+    assert _finish(procs) == [0], _log(workdir)
+    want, got = _losses(two), _losses(workdir)
+    assert [s for s in got if s > 4] == list(range(5, STEPS + 1))
+    np.testing.assert_allclose([got[s] for s in range(5, STEPS + 1)],
+                               [want[s] for s in range(5, STEPS + 1)], atol=1e-4)
+    digests = _digests(workdir)
+    assert [digests[s] for s in range(5, STEPS + 1)] == [_digests(two)[s]
+                                                         for s in range(5, STEPS + 1)]
+
+
+def test_a_killed_process_ends_the_other_within_the_timeout(covid_data_dir, tmp_path):
+  workdir = tmp_path / "killed"
+  procs = _launch(workdir, covid_data_dir, "--config.timeouts.lost_process_seconds=10",
+                  "--config.total_steps=200")
+  _wait_for(lambda: (Path(workdir) / "checkpoints" / "4").is_dir(), procs[0])
+  procs[1].kill()
+  t0 = time.time()
+  code = procs[0].wait(timeout=120)
+  assert time.time() - t0 < 60 and code == processes.LOST_PEER_EXIT
+  assert "process 1 sent no heartbeat" in _log(workdir)
+  saved, _ = _params(workdir)
+  procs = _launch(workdir, covid_data_dir, "--config.total_steps=200")
+  _wait_for(lambda: _logged_step(workdir) > saved, procs[0])  # resumed past the last save
+  for p in procs:
+    p.send_signal(signal.SIGTERM)
+  assert _finish(procs) == [0, 0], _log(workdir)
+  assert f"Resumed from step {saved}" in _log(workdir)
