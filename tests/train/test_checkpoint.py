@@ -3,10 +3,8 @@
 Preemption tests run the trainer CLI in a subprocess on one CPU device (bit-reproducible), kill
 or signal it, resume, and compare with an uninterrupted run bit for bit."""
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,8 +19,9 @@ from medjax.configs import medmllm_tiny, resolve
 from medjax.data import pipeline
 from medjax.train import checkpoint, loop as trainer, state as state_lib, step as step_lib, weights
 
+from trainer_runs import STEPS, cli, digests, one_device_env, run, saved
+
 REPO = Path(__file__).resolve().parents[2]
-STEPS = 40
 ITEMS = ("state", "meta")  # the items of a medjax checkpoint step
 ONE = jax.devices()[:1]  # in-process runs of the 1-device tiny mesh
 
@@ -36,34 +35,14 @@ def _tiny(data_dir, **overrides):
   return c
 
 
-def _cli(workdir, data_dir, *overrides):
-  return [sys.executable, "-m", "medjax.cli.train", "--config=medmllm_tiny", f"--workdir={workdir}",
-          f"--config.data.dir={data_dir}", "--config.mesh.data=1", "--config.log_every=1",
-          f"--config.total_steps={STEPS}", "--config.record_batch_digests=True", *overrides]
 
 
-def _env():
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one CPU device in the subprocess
-  return env
 
 
-def _run(cmd):
-  done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
-  assert done.returncode == 0, done.stderr[-3000:]
 
 
-def _saved(workdir, step=None):
-  """(step, params as numpy) of a workdir's newest (or given) checkpoint."""
-  with ocp.CheckpointManager(Path(workdir) / "checkpoints", item_names=ITEMS) as mgr:
-    step = mgr.latest_step() if step is None else step
-    state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-  return step, jax.tree.map(np.asarray, state["params"])
 
 
-def _digests(workdir):
-  lines = (Path(workdir) / "batch_digests.jsonl").read_text().splitlines()
-  return {r["step"]: r["sha256"] for r in map(json.loads, lines)}
 
 
 def _wait_for_step(workdir, step, proc, timeout=600):
@@ -83,35 +62,29 @@ def _assert_same_params(a, b):
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
-@pytest.fixture(scope="module")
-def straight(covid_data_dir, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("straight")
-  _run(_cli(workdir, covid_data_dir))
-  return workdir
-
 
 def test_sigterm_saves_exits_0_and_resume_is_bit_identical(straight, covid_data_dir, tmp_path):
-  cmd = _cli(tmp_path, covid_data_dir)
-  proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True)
+  cmd = cli(tmp_path, covid_data_dir)
+  proc = subprocess.Popen(cmd, env=one_device_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
   _wait_for_step(tmp_path, 10, proc)
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err[-3000:]
-  stopped, _ = _saved(tmp_path)
+  stopped, _ = saved(tmp_path)
   assert 10 <= stopped < STEPS, stopped  # it stopped early, at a step boundary, and saved
-  _run(cmd)
-  (step, params), (ref_step, ref) = _saved(tmp_path), _saved(straight)
+  run(cmd)
+  (step, params), (ref_step, ref) = saved(tmp_path), saved(straight)
   assert step == ref_step == STEPS
   _assert_same_params(params, ref)
-  assert _digests(tmp_path) == _digests(straight)  # every batch, before and after the stop
+  assert digests(tmp_path) == digests(straight)  # every batch, before and after the stop
 
 
 def test_kill_9_during_an_async_save_resumes_from_the_last_complete_step(
     straight, covid_data_dir, tmp_path):
-  cmd = _cli(tmp_path, covid_data_dir, "--config.checkpoint_every=5")
-  proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True)
+  cmd = cli(tmp_path, covid_data_dir, "--config.checkpoint_every=5")
+  proc = subprocess.Popen(cmd, env=one_device_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
   ckpt_dir = tmp_path / "checkpoints"
   _wait_for_step(tmp_path, 6, proc)
   deadline = time.time() + 300
@@ -130,10 +103,10 @@ def test_kill_9_during_an_async_save_resumes_from_the_last_complete_step(
     proc.send_signal(signal.SIGCONT)
   proc.kill()  # SIGKILL reaches a stopped process too
   proc.wait()
-  complete, _ = _saved(tmp_path)
+  complete, _ = saved(tmp_path)
   assert [p.name for p in ckpt_dir.iterdir() if "tmp" in p.name] == half_written
-  _run(cmd)
-  (step, params), (_, ref) = _saved(tmp_path), _saved(straight)
+  run(cmd)
+  (step, params), (_, ref) = saved(tmp_path), saved(straight)
   assert step == STEPS and complete < STEPS
   _assert_same_params(params, ref)
 
@@ -158,7 +131,7 @@ def test_restore_onto_other_meshes_and_continue(covid_data_dir, tmp_path):
   assert [h["step"] for h in history] == [6] and np.isfinite(history[0]["loss"])
 
 
-def test_nonfinite_step_is_skipped_counted_and_never_saved(covid_data_dir, tmp_path):
+def test_nonfinite_step_is_skipped_counted_and_neversaved(covid_data_dir, tmp_path):
   config = _tiny(covid_data_dir)
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
   ts = state_lib.setup(config, mesh)
@@ -180,8 +153,8 @@ def test_nonfinite_step_is_skipped_counted_and_never_saved(covid_data_dir, tmp_p
   checkpoint.save(mgr, 2, state, dict(config=config.to_dict()))
   mgr.wait_until_finished()
   mgr.close()
-  _, saved = _saved(tmp_path)
-  assert all(np.isfinite(x).all() for x in jax.tree.leaves(saved))
+  _, params = saved(tmp_path)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
 def test_run_stops_after_k_nonfinite_steps_in_a_row_with_finite_checkpoints(
@@ -195,7 +168,7 @@ def test_run_stops_after_k_nonfinite_steps_in_a_row_with_finite_checkpoints(
     steps = mgr.all_steps()
   assert steps
   for s in steps:
-    _, params = _saved(tmp_path, s)
+    _, params = saved(tmp_path, s)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params)), s
 
 
@@ -218,7 +191,7 @@ def test_clear_errors_for_other_configs_models_and_unwritable_dirs(covid_data_di
 def test_init_from_loads_params_only(covid_data_dir, tmp_path):
   first = _tiny(covid_data_dir, total_steps=3, log_every=3)
   trainer.train(first, str(tmp_path / "a"), devices=ONE)
-  _, want = _saved(tmp_path / "a")
+  _, want = saved(tmp_path / "a")
   ts = state_lib.setup(first, sharding.make_mesh(first.mesh, jax.devices()[:1]))
   got = weights.load_params(str(tmp_path / "a"), ts.abstract_state["params"], ts.logical_specs)
   _assert_same_params(jax.tree.map(np.asarray, got), want)

@@ -1,0 +1,52 @@
+"""The trainer CLI run in a subprocess on one CPU device (bit for bit reproducible), and what the
+tests read of its workdir. tests/train/conftest.py keeps one uninterrupted reference run."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+STEPS = 40  # the reference run's length
+
+
+def cli(workdir, data_dir, *overrides, steps=STEPS):
+  """The trainer command for the tiny config on one device; `overrides` come last."""
+  return [sys.executable, "-m", "medjax.cli.train", "--config=medmllm_tiny",
+          f"--workdir={workdir}", f"--config.data.dir={data_dir}", "--config.mesh.data=1",
+          "--config.log_every=1", f"--config.total_steps={steps}",
+          "--config.record_batch_digests=True", *overrides]
+
+
+def one_device_env() -> dict:
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)  # one CPU device in the subprocess
+  return env
+
+
+def run(cmd, timeout=600):
+  done = subprocess.run(cmd, env=one_device_env(), capture_output=True, text=True,
+                        timeout=timeout)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return done
+
+
+def saved(workdir, step=None):
+  """(step, params as numpy) of a workdir's newest (or given) checkpoint."""
+  with ocp.CheckpointManager(Path(workdir) / "checkpoints", item_names=("state", "meta")) as mgr:
+    step = mgr.latest_step() if step is None else step
+    state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  return step, jax.tree.map(np.asarray, state["params"])
+
+
+def digests(workdir) -> dict:
+  lines = (Path(workdir) / "batch_digests.jsonl").read_text().splitlines()
+  return {r["step"]: r["sha256"] for r in map(json.loads, lines)}
+
+
+def logged_steps(workdir) -> list[int]:
+  return [json.loads(line)["step"]
+          for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
