@@ -129,6 +129,18 @@ def validate(config) -> None:
   _real(config, "optim.grad_clip", 0, math.inf, open_low=True, open_high=True)
   del o
 
+  for task, classes in config.evals.prompts.items():
+    field = f"evals.prompts.{task}"
+    _check(task in contract.TASKS, field, task,
+           f"is not a task; tasks are {list(contract.TASKS)}")
+    for side in ("positive", "negative"):
+      texts = classes.get(side) or ()
+      _check(not isinstance(texts, str) and len(texts) > 0 and all(
+          isinstance(t, str) and t.strip() for t in texts), f"{field}.{side}", texts,
+          "must be a non-empty tuple of non-empty prompt strings")
+    _check(set(classes) == {"positive", "negative"}, field, dict(classes),
+           "takes exactly positive=(...) and negative=(...)")
+
   from medjax import objectives  # the registry of objective names and their own checks
   try:
     objectives.validate(config.objectives)

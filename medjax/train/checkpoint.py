@@ -20,8 +20,10 @@ import safetensors.numpy
 from flax import traverse_util
 from jax.experimental import multihost_utils
 
-from medjax import named_params, sharding
+from medjax import named_params, paths, sharding
 from medjax.configs.resolve import MAY_DIFFER_ON_RESUME
+from medjax.data import pipeline
+from medjax.data.tokenizer import Tokenizer
 from medjax.train import state as state_lib
 
 
@@ -111,28 +113,40 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state, data_iter, meta: 
   return restored["state"], step
 
 
-def load_params(path: str, abstract_params, logical_specs):
-  """Params only: the start of fine-tuning or of a new stage; optimizer state and data position
-  are not read. `path` is another run's workdir (its newest step), one step directory, or
-  exported weights (`medjax-export`: the export directory or its model.safetensors), which a
-  run elsewhere may have handed over; `logical_specs` restacks their per-layer tensors."""
-  path = os.path.abspath(path)
+def _export_weights(path: str) -> str | None:
+  """The model.safetensors of an export (its directory or the file itself), else None."""
   weights = path if path.endswith(".safetensors") else os.path.join(path, "model.safetensors")
-  if os.path.isfile(weights):
-    params = named_params.from_named(safetensors.numpy.load_file(weights), abstract_params,
-                               logical_specs)
-    return jax.tree.map(lambda v, a: jax.device_put(np.asarray(v, a.dtype), a.sharding),
-                        params, abstract_params)
+  return weights if os.path.isfile(weights) else None
+
+
+def _step_dir(path: str) -> str:
+  """A workdir's newest complete step directory, or `path` itself when it is one."""
   ckpt_dir = os.path.join(path, "checkpoints")
   if os.path.isdir(ckpt_dir):
     with ocp.CheckpointManager(ckpt_dir, item_handlers=_handlers()) as mgr:
       if mgr.latest_step() is None:
         raise FileNotFoundError(f"init_from={path}: no complete checkpoint in {ckpt_dir}")
       path = os.path.join(ckpt_dir, str(mgr.latest_step()))
-  state_dir = os.path.join(path, "state")
-  if not os.path.isdir(state_dir):
+  if not os.path.isdir(os.path.join(path, "state")):
     raise FileNotFoundError(f"init_from={path}: not a medjax workdir, checkpoint step dir or "
                             "export")
+  return path
+
+
+def load_params(path: str, abstract_params, logical_specs):
+  """Params only: the start of fine-tuning or of a new stage; optimizer state and data position
+  are not read. `path` is another run's workdir (its newest step), one step directory, or
+  exported weights (`medjax-export`: the export directory or its model.safetensors), which a
+  run elsewhere may have handed over; `logical_specs` restacks their per-layer tensors."""
+  path = os.path.abspath(path)
+  weights = _export_weights(path)
+  if weights:
+    params = named_params.from_named(safetensors.numpy.load_file(weights), abstract_params,
+                               logical_specs)
+    return jax.tree.map(lambda v, a: jax.device_put(np.asarray(v, a.dtype), a.sharding),
+                        params, abstract_params)
+  path = _step_dir(path)
+  state_dir = os.path.join(path, "state")
   target = {"params": abstract_params}
   with ocp.PyTreeCheckpointer() as ckptr:
     _check_shapes(ckptr.metadata(state_dir).item_metadata["params"], abstract_params, path)
@@ -149,6 +163,26 @@ def load_model(config, path: str = "", ts=None):
   if path:
     return ts, load_params(path, ts.abstract_state["params"], ts.logical_specs)
   return ts, state_lib.init(config, ts)["params"]
+
+
+def load_tokenizer(config, path: str = ""):
+  """The tokenizer of the model `load_model(config, path)` gives: an export's own
+  tokenizer.model; else the config's (data.tokenizer, or the one beside the first source),
+  checked against the fingerprint a checkpoint recorded: text ids of another tokenizer would
+  mean nothing to the model, silently."""
+  path = os.path.abspath(path) if path else ""
+  weights = _export_weights(path) if path else None
+  if weights:
+    return Tokenizer(os.path.join(os.path.dirname(weights), "tokenizer.model"))
+  tokenizer = pipeline.load_tokenizer(config.data)
+  if path:
+    meta = os.path.join(_step_dir(path), "meta", "metadata")
+    saved = json.loads(paths.path(meta).read_text()).get("tokenizer_sha256")
+    if saved and saved != tokenizer.sha256:
+      raise ValueError(f"{path} was trained with another tokenizer (sha256 {saved}) than "
+                       f"{pipeline.tokenizer_path(config.data)} ({tokenizer.sha256}); set "
+                       "--config.data.tokenizer to the run's")
+  return tokenizer
 
 
 class Preemption:
