@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 from medjax.configs import resolve
 from medjax.evals import zero_shot
-from medjax.evals.labelled import Labelled, embed, labelled_images, logistic_probe
+from medjax.evals.labelled import Labelled, embed, labelled_images, logistic_probe, map_batches
 from medjax.train import checkpoint
 
 MODES = ("zero_shot", "linear", "full")
@@ -84,8 +84,7 @@ def train_full(tower: nnx.Module, images, labels, *, steps: int, lr: float, batc
     trainable, opt_state, loss = _step(graphdef, lr, trainable, opt_state, images[rows],
                                        labels[rows].astype(np.float32))
     losses.append(float(loss))
-  return (lambda x: np.concatenate([np.asarray(_score(graphdef, trainable, x[i:i + 32]))
-                                    for i in range(0, len(x), 32)])), losses
+  return (lambda x: map_batches(lambda c: _score(graphdef, trainable, c), (x,))), losses
 
 
 def trials(config, graphdef, params, tokenizer, mode: str, task: str, fit: Labelled | None,

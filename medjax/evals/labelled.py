@@ -79,9 +79,10 @@ def split_names(builder, split: str) -> list[str]:
 
 def image_records(config, dataset: str, split: str = "train+validation",
                   keep=lambda record: True):
-  """(split, record, image) for each record of the split(s) with an image that `keep` accepts;
-  the image is preprocessed as the eval pipeline does. What every evaluation reads. An image
-  that cannot be decoded is skipped, counted and logged (never fed as zeros)."""
+  """(split, record, row) for each record of the split(s) with an image that `keep` accepts; the
+  row holds every batch key of the eval pipeline (`row["image"]` preprocessed, `text_ids` ...).
+  What every evaluation reads. An image that cannot be decoded is skipped, counted and logged
+  (never fed as zeros)."""
   data_cfg = resolve.resolved(config).data
   example = Example(data_cfg, pipeline.load_tokenizer(data_cfg), train=False)
   rng = np.random.default_rng(0)  # only feeds text masking, which no evaluation reads
@@ -91,7 +92,7 @@ def image_records(config, dataset: str, split: str = "train+validation",
       if len(record["images"]) and keep(record):
         row = example.row((builder.name, record), rng)
         if row["has_image"]:
-          yield name, record, row["image"]
+          yield name, record, row
   if example.undecodable:
     log.warning("%s/%s: %d records skipped, their image cannot be decoded", builder.data_dir,
                 split, example.undecodable)
@@ -127,18 +128,36 @@ def labelled_images(config, dataset: str, task: str = "diagnosis",
   """The records of the split(s) with an image and a `task` label."""
   if task not in TASKS:
     raise ValueError(f"unknown task {task!r}; known: {TASKS}")
-  rows = list(image_records(config, dataset, split,
-                            keep=lambda record: label_of(record, task) is not None))
-  if not rows:
+  columns = {f.name: [] for f in dataclasses.fields(Labelled)}
+  for name, record, row in image_records(config, dataset, split,
+                                         keep=lambda r: label_of(r, task) is not None):
+    for field, value in (("images", row["image"]), ("labels", label_of(record, task)),
+                         ("patients", contract.text_of(record, "patient_id")),
+                         ("sources", contract.text_of(record, "source")),
+                         ("studies", contract.text_of(record, "study_id")), ("splits", name)):
+      columns[field].append(value)
+  if not columns["images"]:
     raise ValueError(f"{dataset} ({split}) under {config.data.dir}: no image has a {task!r} "
                      "label")
-  text = lambda record, key: contract.text_of(record, key)
-  return Labelled(images=np.stack([image for _, _, image in rows]),
-                  labels=np.array([label_of(r, task) for _, r, _ in rows]),
-                  patients=np.array([text(r, "patient_id") for _, r, _ in rows]),
-                  sources=np.array([text(r, "source") for _, r, _ in rows]),
-                  studies=np.array([text(r, "study_id") for _, r, _ in rows]),
-                  splits=np.array([s for s, _, _ in rows]))
+  return Labelled(**{k: np.stack(v) if k == "images" else np.array(v)
+                     for k, v in columns.items()})
+
+
+def pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+  """`x` [m, ...] with zero rows appended up to `rows` rows."""
+  return np.concatenate([x, np.zeros((rows - len(x), *x.shape[1:]), x.dtype)]) if len(x) < rows \
+      else x
+
+
+def map_batches(fn, arrays: tuple, batch: int = 32) -> np.ndarray:
+  """fn(*chunks) over `arrays` (each [n, ...]) in chunks of exactly `batch` rows, the last one
+  padded with zero rows whose outputs are dropped: one compile per batch size, whatever n.
+  -> fn's per-row outputs [n, ...]."""
+  n, out = len(arrays[0]), []
+  for i in range(0, n, batch):
+    real = min(batch, n - i)
+    out.append(np.asarray(fn(*(pad_rows(a[i:i + batch], batch) for a in arrays)))[:real])
+  return np.concatenate(out)
 
 
 # Module-level and keyed on the model's graph: every tower of one config reuses one compile.
@@ -149,8 +168,7 @@ def _pooled(graphdef, params, images):
 
 def embed(graphdef, params, images: np.ndarray, batch: int = 32) -> np.ndarray:
   """[n, width]: the image tower's pooled features, in batches."""
-  return np.concatenate([np.asarray(_pooled(graphdef, params, images[i:i + batch]))
-                         for i in range(0, len(images), batch)])
+  return map_batches(lambda x: _pooled(graphdef, params, x), (images,), batch)
 
 
 def logistic_probe():

@@ -13,6 +13,7 @@ import numpy as np
 from flax import nnx
 
 from medjax.configs import resolve
+from medjax.evals.labelled import map_batches
 
 
 # Module-level and keyed on the model's graph: one compile per config and batch shape.
@@ -47,8 +48,7 @@ def scores(image_embeddings: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
 def image_embeddings(graphdef, params, images: np.ndarray, batch: int = 32) -> np.ndarray:
   """[n, proj_dim]: unit image embeddings in the image-text space, in batches."""
-  return np.concatenate([np.asarray(_image_embeddings(graphdef, params, images[i:i + batch]))
-                         for i in range(0, len(images), batch)])
+  return map_batches(lambda x: _image_embeddings(graphdef, params, x), (images,), batch)
 
 
 def task_scores(config, graphdef, params, tokenizer, task: str, images: np.ndarray) -> np.ndarray:
