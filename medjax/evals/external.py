@@ -21,7 +21,7 @@ import json
 
 import matplotlib
 import numpy as np
-from sklearn.metrics import roc_curve
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from medjax import paths
 from medjax.configs import resolve
@@ -40,13 +40,13 @@ def describe(config, dataset: str, split: str, data: Labelled) -> dict:
   scored study ids (sha256 of them sorted, one per line), which names no study."""
   digest = hashlib.sha256("\n".join(sorted(data.studies)).encode()).hexdigest()
   return dict(dataset=str(dataset_builder(config, dataset).data_dir), split=split,
-              images=len(data.labels), patients=len(data.patient_keys()),
+              images=len(data.labels), patients=len(set(data.patient_keys())),
               positives=int(data.labels.sum()), studies_sha256=digest)
 
 
 def check_external(fit: Labelled, score: Labelled, fit_dataset: str) -> None:
   """Raises if a scored patient is also one the model is fitted on."""
-  shared = fit.patient_keys() & score.patient_keys()
+  shared = set(fit.patient_keys()) & set(score.patient_keys())
   if shared:
     raise ValueError(f"{len(shared)} patients of the scored split are in {fit_dataset}'s train "
                      "split, which the model is fitted on: score another split or dataset")
@@ -70,7 +70,6 @@ def run(config, workdir: str, fit_dataset: str, score_dataset: str,
     check_external(fit, score, fit_dataset)
   towers = ({MODEL: workdir} if workdir else {}) | ({RANDOM: ""} if baseline or not workdir
                                                     else {})
-  groups = np.array([f"{s}/{p}" for s, p in zip(score.sources, score.patients)])
   trials, curves, ts = {}, {}, None
   for tower, path in towers.items():
     ts, params = checkpoint.load_model(config, path, ts)
@@ -86,24 +85,29 @@ def run(config, workdir: str, fit_dataset: str, score_dataset: str,
         cell["images"].append(len(picked))
         if seed == 0:
           curves[(mode, str(fraction), tower)] = scores
+  summary = dict(task=task, towers={t: p or f"random init (seed {config.seed})"
+                                    for t, p in towers.items()},
+                 fit=describe(config, fit_dataset, "train", fit) if fit is not None else None,
+                 score=describe(config, score_dataset, score_split, score),
+                 results=_results(trials, score.labels, score.patient_keys(), samples))
+  return summary, curves, score.labels
+
+
+def _results(trials: dict, labels: np.ndarray, groups: np.ndarray, samples: int) -> dict:
+  """mode -> fraction -> tower -> AUROC (mean over seeds, its patient-bootstrap interval, the
+  spread and each seed's), and the model's gain over the random init with its interval."""
   results = {}
   for (mode, fraction), cell in trials.items():
     row = results.setdefault(mode, {})[fraction] = {}
     for tower, got in cell.items():
-      aurocs = [linear_probe.weighted_aurocs(s, score.labels, np.ones((1, len(s))))[0]
-                for s in got["scores"]]
-      row[tower] = dict(**linear_probe.bootstrap_auroc(got["scores"], score.labels, groups,
-                                                       samples),
-                        auroc_std=float(np.std(aurocs)), per_seed=[float(a) for a in aurocs],
+      aurocs = [float(roc_auc_score(labels, s)) for s in got["scores"]]
+      row[tower] = dict(**linear_probe.bootstrap_auroc(got["scores"], labels, groups, samples),
+                        auroc_std=float(np.std(aurocs)), per_seed=aurocs,
                         train_patients=got["patients"], train_images=got["images"])
     if len(cell) == 2:
       row["gain"] = linear_probe.paired_bootstrap(cell[MODEL]["scores"], cell[RANDOM]["scores"],
-                                                  score.labels, groups, samples)
-  summary = dict(task=task, towers={t: p or f"random init (seed {config.seed})"
-                                    for t, p in towers.items()},
-                 fit=describe(config, fit_dataset, "train", fit) if fit is not None else None,
-                 score=describe(config, score_dataset, score_split, score), results=results)
-  return summary, curves, score.labels
+                                                  labels, groups, samples)
+  return results
 
 
 def _label(fraction: str) -> str:

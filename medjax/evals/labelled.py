@@ -118,9 +118,9 @@ class Labelled:
     """The rows `rows` (a mask or indices) only."""
     return Labelled(**{f.name: getattr(self, f.name)[rows] for f in dataclasses.fields(self)})
 
-  def patient_keys(self) -> set[str]:
-    """'source/patient' of every row: patients of different datasets never collide."""
-    return {f"{s}/{p}" for s, p in zip(self.sources, self.patients)}
+  def patient_keys(self) -> np.ndarray:
+    """[n] 'source/patient' of every row: patients of different datasets never collide."""
+    return np.array([f"{s}/{p}" for s, p in zip(self.sources, self.patients)])
 
 
 def labelled_images(config, dataset: str, task: str = "diagnosis",

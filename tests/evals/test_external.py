@@ -59,7 +59,7 @@ def test_fit_on_covid_cxr_and_score_the_external_dataset(tiny_config, tiny_run, 
   # 10% of covid_cxr's train patients, per class: a different sample per seed; 100%: all.
   tenth = results["linear"]["0.1"]["model"]
   assert len(set(tenth["per_seed"])) == 2 and max(tenth["train_patients"]) < 0.2 * len(
-      a_train.patient_keys())
+      set(a_train.patients))
   assert results["linear"]["1.0"]["model"]["train_images"] == [len(a_train.labels)] * 2
 
   external.write(summary, curves, labels, str(tmp_path / "out"))
