@@ -46,3 +46,18 @@ def test_zero_shot_on_the_real_sample(tiny_config, tiny_run):
           only["auroc_mean"])
   with pytest.raises(ValueError, match="config.evals.prompts has no prompts for it"):
     zero_shot.task_scores(config, ts.graphdef, params, tokenizer, "survival", images)
+
+
+def test_prompts_are_checked_when_the_config_is_resolved():
+  from medjax.configs import base, resolve
+  for field, value, message in (
+      ("mortality", dict(positive=("dies.",), negative=("lives.",)), "mortality = 'mortality': is "
+       "not a task"),
+      ("survival", dict(positive=("survives.",), negative=()), r"survival.negative = \(\): must"),
+      ("survival", dict(positive="survives.", negative=("dies.",)), "survival.positive = 'surv"),
+      ("survival", dict(positive=("a.",), negative=("b.",), neutral=("c.",)), "survival = .*"
+       "takes exactly positive")):
+    config = base.get_config()
+    config.evals.prompts[field] = value
+    with pytest.raises(resolve.ConfigError, match=f"^config.evals.prompts.{message}"):
+      resolve.resolved(config)
