@@ -61,3 +61,15 @@ def test_prompts_are_checked_when_the_config_is_resolved():
     config.evals.prompts[field] = value
     with pytest.raises(resolve.ConfigError, match=f"^config.evals.prompts.{message}"):
       resolve.resolved(config)
+
+
+def test_a_run_of_another_tokenizer_is_refused(tiny_config, tiny_run, tmp_path):
+  import json
+  import shutil
+  step = shutil.copytree(tiny_run / "checkpoints" / "2", tmp_path / "2")
+  assert checkpoint.load_tokenizer(tiny_config, str(step)).sha256 == json.loads(
+      (step / "meta" / "metadata").read_text())["tokenizer_sha256"]
+  meta = json.loads((step / "meta" / "metadata").read_text())
+  (step / "meta" / "metadata").write_text(json.dumps(dict(meta, tokenizer_sha256="0" * 64)))
+  with pytest.raises(ValueError, match="was trained with another tokenizer"):
+    checkpoint.load_tokenizer(tiny_config, str(step))
