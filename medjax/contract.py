@@ -50,6 +50,10 @@ RECORD_FIELDS = {
     **{k: ((), np.int8) for k in OUTCOMES},
 }
 
+# Binary tasks an evaluation scores (medjax/evals/labelled.py says which records and labels
+# each reads) and the config names prompts for (prompts).
+TASKS = ("diagnosis",) + OUTCOMES + CHEXPERT
+
 
 def text_of(record, key: str) -> str:
   """A text field of a record, as str (TFDS returns bytes), stripped."""

@@ -13,6 +13,9 @@ An export directory holds
   image_encoder.jax  jax.export (StableHLO): (weights, images [b, S, S, C] float32, normalised)
                      -> unit image embeddings [b, proj_dim] float32, any batch size b.
   text_encoder.jax   (weights, ids [b, T] int32, mask [b, T] bool) -> unit text embeddings.
+  report_generator.jax  (weights, images [b, S, S, C] float32) -> greedy report ids [b, T]
+                     int32: BOS first, padding after EOS (decode them with tokenizer.model);
+                     only for a model with a decoder.
 `weights` is the dict model.safetensors loads to, so serving needs jax (and safetensors), not
 medjax or flax: `jax.export.deserialize(blob).call(weights, images)`.
 """
@@ -27,17 +30,23 @@ from flax import nnx
 from safetensors.numpy import load_file, save_file
 
 from medjax.configs import resolve
+from medjax.data.tokenizer import Tokenizer
+from medjax.models import decoding
 from medjax.named_params import from_named, to_named
 
-ENCODERS = ("image_encoder", "text_encoder")
+SERVING = ("image_encoder", "text_encoder", "report_generator")
 # Backends the serialized encoders are lowered for; lowering needs none of the hardware.
 PLATFORMS = ("cpu", "cuda", "tpu")
 
 
-def _encoders(graphdef, abstract_params, logical_specs) -> dict:
-  """The two serving functions, taking the named weights: name -> fn(weights, *inputs)."""
+def _serving(graphdef, abstract_params, logical_specs, generator: dict | None) -> dict:
+  """The serving functions, taking the named weights: name -> fn(weights, *inputs). The report
+  generator (with `generator`: its length, vocab and bos/eos/pad ids) decodes greedily."""
+  def params(named):
+    return from_named(named, abstract_params, logical_specs)
+
   def model(named):
-    return nnx.merge(graphdef, from_named(named, abstract_params, logical_specs))
+    return nnx.merge(graphdef, params(named))
 
   def image_encoder(named, images):
     m = model(named)
@@ -47,7 +56,11 @@ def _encoders(graphdef, abstract_params, logical_specs) -> dict:
     m = model(named)
     return m.embed_text(m.encode_text(ids, mask)[1])
 
-  return dict(image_encoder=image_encoder, text_encoder=text_encoder)
+  fns = dict(image_encoder=image_encoder, text_encoder=text_encoder)
+  if generator:
+    fns["report_generator"] = lambda named, images: decoding.greedy_reports(
+        graphdef, params(named), images, **generator)
+  return fns
 
 
 def export(config, graphdef, params, logical_specs, tokenizer_path: str, out_dir: str) -> dict:
@@ -58,6 +71,10 @@ def export(config, graphdef, params, logical_specs, tokenizer_path: str, out_dir
   save_file(named, os.path.join(out_dir, "model.safetensors"), metadata={"format": "medjax"})
   shutil.copyfile(tokenizer_path, os.path.join(out_dir, "tokenizer.model"))
   d, im = config.data, config.model.image
+  tokenizer = Tokenizer(tokenizer_path)
+  generator = (dict(length=int(d.text_len), vocab=tokenizer.vocab_size, bos=tokenizer.bos_id,
+                    eos=tokenizer.eos_id, pad=tokenizer.pad_id)
+               if config.model.decoder.depth else None)
   spec = dict(
       model=config.model.to_dict(),
       preprocess=dict(image_size=int(d.image_size), channels=int(d.channels),
@@ -70,7 +87,8 @@ def export(config, graphdef, params, logical_specs, tokenizer_path: str, out_dir
                       text="ids: the tokenizer's bos id, its pieces, its eos id, cut to "
                            "text_len with eos kept last, padded with its pad id; mask: the "
                            "non-pad positions"),
-      weights="kernels [in..., out...] (JAX); scanned blocks: <tower>.blocks.layers.<i>.<param>")
+      weights="kernels [in..., out...] (JAX); scanned blocks: <tower>.blocks.layers.<i>.<param>",
+      report_generator=generator)
   with open(os.path.join(out_dir, "config.json"), "w") as f:
     json.dump(spec, f, indent=2)
 
@@ -81,7 +99,8 @@ def export(config, graphdef, params, logical_specs, tokenizer_path: str, out_dir
   inputs = dict(
       image_encoder=(jax.ShapeDtypeStruct((b, size, size, int(im.channels)), jnp.float32),),
       text_encoder=(jax.ShapeDtypeStruct((b, t), jnp.int32), jax.ShapeDtypeStruct((b, t), bool)))
-  for name, fn in _encoders(graphdef, abstract, logical_specs).items():
+  inputs["report_generator"] = inputs["image_encoder"]
+  for name, fn in _serving(graphdef, abstract, logical_specs, generator).items():
     exported = jax.export.export(jax.jit(fn), platforms=PLATFORMS)(weights, *inputs[name])
     with open(os.path.join(out_dir, f"{name}.jax"), "wb") as f:
       f.write(exported.serialize())
@@ -89,19 +108,22 @@ def export(config, graphdef, params, logical_specs, tokenizer_path: str, out_dir
 
 
 def load(out_dir: str) -> tuple[dict, dict, dict]:
-  """(weights {name: array}, {encoder name: jax.export.Exported}, config.json dict)."""
+  """(weights {name: array}, {serving function name: jax.export.Exported}, config.json dict)."""
   weights = load_file(os.path.join(out_dir, "model.safetensors"))
   with open(os.path.join(out_dir, "config.json")) as f:
     spec = json.load(f)
   fns = {}
-  for name in ENCODERS:
+  for name in SERVING:
+    if name == "report_generator" and not spec.get("report_generator"):
+      continue  # a model without a decoder
     with open(os.path.join(out_dir, f"{name}.jax"), "rb") as f:
       fns[name] = jax.export.deserialize(f.read())
   return weights, fns, spec
 
 
 def round_trip_gaps(out_dir: str, model, batch: int = 2, seed: int = 0) -> dict[str, float]:
-  """Max abs difference between each reloaded encoder and `model` on random inputs."""
+  """Max abs difference between each reloaded encoder and `model` on random inputs; for the
+  report generator, the number of its tokens that differ from medjax's greedy decoding."""
   weights, fns, spec = load(out_dir)
   pre, rng = spec["preprocess"], np.random.default_rng(seed)
   size, t = pre["image_size"], pre["text_len"]
@@ -110,6 +132,12 @@ def round_trip_gaps(out_dir: str, model, batch: int = 2, seed: int = 0) -> dict[
   mask = np.arange(t)[None, :] < rng.integers(2, t + 1, (batch, 1))  # padded rows too
   expected = dict(image_encoder=model.embed_image(model.encode_image(images)[1]),
                   text_encoder=model.embed_text(model.encode_text(ids, mask)[1]))
-  inputs = dict(image_encoder=(images,), text_encoder=(ids, mask))
-  return {name: float(np.abs(np.asarray(fns[name].call(weights, *inputs[name])) -
-                             np.asarray(expected[name])).max()) for name in ENCODERS}
+  inputs = dict(image_encoder=(images,), text_encoder=(ids, mask), report_generator=(images,))
+  if "report_generator" in fns:
+    graphdef, params = nnx.split(model)
+    expected["report_generator"] = decoding.greedy_reports(
+        graphdef, nnx.to_pure_dict(params), images, **spec["report_generator"])
+  got = {name: np.asarray(fns[name].call(weights, *inputs[name])) for name in fns}
+  return {name: float((got[name] != np.asarray(expected[name])).sum()
+                      if name == "report_generator" else
+                      np.abs(got[name] - np.asarray(expected[name])).max()) for name in fns}

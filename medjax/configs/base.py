@@ -9,6 +9,7 @@ import os
 
 import ml_collections
 
+from medjax import contract
 from medjax.configs import common
 
 # Where data_prep writes converted datasets unless --config.data.dir says otherwise.
@@ -126,6 +127,12 @@ def get_config(arg=None):
   c.optim.grad_clip = 1.0  # global-norm clipping
   c.max_nonfinite_in_row = 5  # skipped non-finite updates tolerated before the run stops
 
+  # ---- Evaluations (medjax/evals) -----------------------------------------------------------
+  # Zero-shot classification (medjax/evals/zero_shot.py): per task (contract.TASKS), text
+  # prompts of its positive and its negative class. An image scores the cosine of its
+  # embedding to the positive prompts' mean embedding minus that to the negative ones'.
+  c.prompts = ml_collections.ConfigDict(default_prompts())
+
   # ---- Logging and checkpoints --------------------------------------------------------------
   c.log_every = 10  # steps between metric writes (each one syncs the host)
   c.checkpoint_every = 500
@@ -182,3 +189,22 @@ def medmllm_sources() -> tuple:
 def medmllm_image_sources() -> tuple:
   """The one source of `medmllm_sources()` with images: what the image stage reads alone."""
   return (dict(name="covid_cxr"),)
+
+
+def default_prompts() -> dict:
+  """Zero-shot prompts: COVID-19 vs other pneumonia, and each CheXpert observation stated
+  present vs absent, in the words reports use."""
+  prompts = dict(diagnosis=dict(
+      positive=("covid-19 pneumonia.", "bilateral peripheral ground glass opacities of covid-19.",
+                "viral pneumonia from sars-cov-2 infection."),
+      negative=("bacterial pneumonia.", "lobar consolidation from bacterial pneumonia.",
+                "pneumonia, not covid-19.")))
+  prompts["no_finding"] = dict(
+      positive=("no acute cardiopulmonary abnormality.", "the lungs are clear.",
+                "normal chest radiograph."),
+      negative=("abnormal chest radiograph.", "there are acute findings in the chest."))
+  for name in contract.CHEXPERT[1:]:
+    words = name.replace("_", " ")
+    prompts[name] = dict(positive=(f"{words}.", f"there is {words}."),
+                         negative=(f"no {words}.", f"there is no {words}."))
+  return prompts

@@ -18,10 +18,10 @@ NORMALIZE = ("dataset", "per_image")  # data.normalize
 DTYPES = ("float32", "bfloat16")  # model.dtype
 # Fields a run may change when it resumes in the same workdir: how it runs, not what it learns.
 MAY_DIFFER_ON_RESUME = ("total_steps", "mesh", "log_every", "checkpoint_every",
-                        "keep_checkpoints", "init_from", "record_batch_digests",
-                        "peak_flops_per_device", "max_nonfinite_in_row", "data.dir",
-                        "data.num_workers", "data.prefetch_buffer", "evals", "stages",
-                        "timeouts")
+                        "keep_checkpoints", "init_from", "init_from_cast",
+                        "record_batch_digests", "peak_flops_per_device", "max_nonfinite_in_row",
+                        "data.dir", "data.num_workers", "data.prefetch_buffer", "evals",
+                        "prompts", "timeouts")
 
 
 class ConfigError(ValueError):
@@ -128,6 +128,18 @@ def validate(config) -> None:
   _real(config, "optim.weight_decay", 0, math.inf, open_high=True)
   _real(config, "optim.grad_clip", 0, math.inf, open_low=True, open_high=True)
   del o
+
+  for task, classes in config.prompts.items():
+    field = f"prompts.{task}"
+    _check(task in contract.TASKS, field, task,
+           f"is not a task; tasks are {list(contract.TASKS)}")
+    for side in ("positive", "negative"):
+      texts = classes.get(side) or ()
+      _check(not isinstance(texts, str) and len(texts) > 0 and all(
+          isinstance(t, str) and t.strip() for t in texts), f"{field}.{side}", texts,
+          "must be a non-empty tuple of non-empty prompt strings")
+    _check(set(classes) == {"positive", "negative"}, field, dict(classes),
+           "takes exactly positive=(...) and negative=(...)")
 
   from medjax import objectives  # the registry of objective names and their own checks
   try:

@@ -4,12 +4,14 @@ the labels, as Med-MLLM is evaluated (design section 6).
 For each label fraction and seed, the training set is a stratified sample of the train split's
 patients with all their images: per class, round(fraction x its patients), at least one, drawn
 afresh for each seed. The score is AUROC on the validation split, whose patients are never
-trained on. Two modes:
+trained on (medjax/evals/external.py scores another dataset instead). Three modes:
+- "zero_shot": no label at all, the image against text prompts per class (zero_shot.py);
 - "linear": the image tower frozen, a logistic regression on its pooled features;
 - "full": the image tower and a linear head trained together (AdamW; the eval preprocessing,
   no augmentation), from the given run's params.
 Without a pretraining run the tower is a random init of the config (its `seed`): the
-from-scratch baseline to compare with. Reported per fraction: the mean and spread over seeds.
+from-scratch baseline to compare with. Reported per fraction: the mean and spread over seeds;
+zero-shot reports one "fraction" 0.
 """
 import functools
 
@@ -21,25 +23,27 @@ from flax import nnx
 from sklearn.metrics import roc_auc_score
 
 from medjax.configs import resolve
-from medjax.evals.labelled import embed, labelled_images, logistic_probe
+from medjax.evals import zero_shot
+from medjax.evals.labelled import Labelled, embed, labelled_images, logistic_probe, map_batches
 from medjax.train import weights
 
-MODES = ("linear", "full")
+MODES = ("zero_shot", "linear", "full")
 
 
-def sample_patients(patients: np.ndarray, labels: np.ndarray, fraction: float,
+def sample_patients(patients: np.ndarray, labels: np.ndarray | None, fraction: float,
                     seed: int) -> np.ndarray:
   """Row mask of a stratified patient sample: per class (a patient's class is its highest image
-  label), round(fraction x its patients), at least one. Seeded, so a fraction and seed always
-  give the same patients."""
+  label), round(fraction x its patients), at least one; `labels` None: one class, all rows.
+  Seeded, so a fraction and seed always give the same patients."""
   if not 0.0 < fraction <= 1.0:
     raise ValueError(f"label fraction {fraction} is not in (0, 1]")
   rng = np.random.default_rng(seed)
   names, index = np.unique(patients, return_inverse=True)
   patient_label = np.zeros(len(names), int)
-  np.maximum.at(patient_label, index, labels)
+  if labels is not None:
+    np.maximum.at(patient_label, index, labels)
   chosen = []
-  for c in (0, 1):
+  for c in (0, 1) if labels is not None else (0,):
     pool = names[patient_label == c]
     if len(pool) == 0:
       raise ValueError(f"no training patient of class {c}: cannot sample both classes")
@@ -80,8 +84,35 @@ def train_full(tower: nnx.Module, images, labels, *, steps: int, lr: float, batc
     trainable, opt_state, loss = _step(graphdef, lr, trainable, opt_state, images[rows],
                                        labels[rows].astype(np.float32))
     losses.append(float(loss))
-  return (lambda x: np.concatenate([np.asarray(_score(graphdef, trainable, x[i:i + 32]))
-                                    for i in range(0, len(x), 32)])), losses
+  return (lambda x: map_batches(lambda c: _score(graphdef, trainable, c), (x,))), losses
+
+
+def trials(config, graphdef, params, tokenizer, mode: str, task: str, fit: Labelled | None,
+           images: np.ndarray, fractions, seeds: int, *, steps: int, lr: float,
+           batch_size: int):
+  """Yields (fraction, seed, rows of `fit` trained on, scores [m] of `images`) for each trial
+  of `mode`: zero_shot one trial (fraction 0, no rows, `fit` unused), else one per fraction and
+  seed, trained on `sample_patients` of `fit`'s patients."""
+  if mode not in MODES:
+    raise ValueError(f"unknown mode {mode!r}; known: {MODES}")
+  if mode == "zero_shot":
+    yield 0.0, 0, np.zeros(0, int), zero_shot.task_scores(config, graphdef, params, tokenizer,
+                                                           task, images)
+    return
+  if mode == "linear":
+    fit_features, features = embed(graphdef, params, fit.images), embed(graphdef, params, images)
+  else:
+    tower = nnx.merge(graphdef, params).image  # every seed trains its own copy of it
+  for fraction in fractions:
+    for seed in range(seeds):
+      picked = np.flatnonzero(sample_patients(fit.patients, fit.labels, fraction, seed))
+      if mode == "linear":
+        probe = logistic_probe().fit(fit_features[picked], fit.labels[picked])
+        yield fraction, seed, picked, probe.predict_proba(features)[:, 1]
+      else:
+        score_fn, _ = train_full(tower, fit.images[picked], fit.labels[picked], steps=steps,
+                                 lr=lr, batch_size=batch_size, seed=seed)
+        yield fraction, seed, picked, score_fn(images)
 
 
 def run(config, workdir: str | None, task: str = "diagnosis", fractions=(0.01, 0.1, 1.0),
@@ -89,40 +120,28 @@ def run(config, workdir: str | None, task: str = "diagnosis", fractions=(0.01, 0
         lr: float = 1e-4, batch_size: int = 32) -> dict:
   """AUROC on the validation split after training on each label fraction, for `seeds` seeds."""
   config = resolve.resolved(config)
-  if mode not in MODES:
-    raise ValueError(f"unknown mode {mode!r}; known: {MODES}")
-  images, labels, patients, unseen = labelled_images(config, dataset, task)
-  train, val = ~unseen, unseen
+  data = labelled_images(config, dataset, task)
+  train, val = ~data.unseen, data.unseen
+  fit = data.select(train)
+  labels, patients = data.labels, data.patients
   if len(set(labels[val])) < 2:
     raise ValueError(f"{dataset} validation split: {task!r} has one class only; no AUROC")
   ts, params = weights.load_model(config, workdir)
-  graphdef = ts.graphdef
+  tokenizer = weights.load_tokenizer(config, workdir or "") if mode == "zero_shot" else None
   out = dict(task=task, mode=mode, dataset=dataset,
              tower=workdir or f"random init (seed {config.seed})",
              train=dict(images=int(train.sum()), patients=len(set(patients[train]))),
              validation=dict(images=int(val.sum()), patients=len(set(patients[val])),
                              positives=int(labels[val].sum())),
              fractions={})
-  if mode == "linear":
-    features = embed(graphdef, params, images)
-  else:
-    tower = nnx.merge(graphdef, params).image  # every seed trains its own copy of it
-  for fraction in fractions:
-    rows = dict(auroc=[], patients=[], images=[])
-    for seed in range(seeds):
-      picked = np.flatnonzero(train)[sample_patients(patients[train], labels[train],
-                                                     fraction, seed)]
-      if mode == "linear":
-        probe = logistic_probe().fit(features[picked], labels[picked])
-        scores = probe.predict_proba(features[val])[:, 1]
-      else:
-        score_fn, _ = train_full(tower, images[picked], labels[picked], steps=steps, lr=lr,
-                                 batch_size=batch_size, seed=seed)
-        scores = score_fn(images[val])
-      rows["auroc"].append(float(roc_auc_score(labels[val], scores)))
-      rows["patients"].append(len(set(patients[picked])))
-      rows["images"].append(len(picked))
-    out["fractions"][str(fraction)] = dict(
-        auroc_mean=float(np.mean(rows["auroc"])), auroc_std=float(np.std(rows["auroc"])),
-        per_seed=rows["auroc"], train_patients=rows["patients"], train_images=rows["images"])
+  for fraction, _, picked, scores in trials(
+      config, ts.graphdef, params, tokenizer, mode, task, fit, data.images[val], fractions,
+      seeds, steps=steps, lr=lr, batch_size=batch_size):
+    rows = out["fractions"].setdefault(str(fraction), dict(
+        auroc_mean=None, auroc_std=None, per_seed=[], train_patients=[], train_images=[]))
+    rows["per_seed"].append(float(roc_auc_score(labels[val], scores)))
+    rows["train_patients"].append(len(set(fit.patients[picked])))
+    rows["train_images"].append(len(picked))
+    rows.update(auroc_mean=float(np.mean(rows["per_seed"])),
+                auroc_std=float(np.std(rows["per_seed"])))
   return out

@@ -1,11 +1,20 @@
 """The labelled X-rays the evaluations read, the model they load and its image-tower features.
 
+A dataset is a TFDS name under `config.data.dir` (e.g. "covid_cxr") or a path: a TFDS version
+directory (`<data_dir>/<name>/<version>`, holding dataset_info.json) or a dataset directory
+(`<data_dir>/<name>`: its newest version), so an external dataset converted elsewhere is
+scored where it lies.
+
 A task turns one record into a binary label, or None when the record does not take part:
 - "diagnosis": covid19 (1) vs other_pneumonia (0); records with neither or both are left out;
-- each outcome of `contract.OUTCOMES` (prognosis): Y = 1, N = 0; blank is left out.
+- each outcome of `contract.OUTCOMES` (prognosis): Y = 1, N = 0; blank is left out;
+- each CheXpert observation of `contract.CHEXPERT` (mimic_cxr, chexpert_cxr, iu_xray labels):
+  1 vs 0; uncertain (-1) and not stated (-2) are left out.
 Only pixels are read: the clinical notes, which often name the diagnosis, are not.
 """
+import dataclasses
 import functools
+import logging
 
 import jax
 import numpy as np
@@ -15,13 +24,16 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from medjax import contract
+from medjax import contract, paths
 from medjax.configs import resolve
 from medjax.data import pipeline
 from medjax.data.transforms import Example
 
+log = logging.getLogger(__name__)
+
 POSITIVE, NEGATIVE = "covid19", "other_pneumonia"
-TASKS = ("diagnosis",) + contract.OUTCOMES
+TASKS = contract.TASKS
+ALL_SPLITS = "all"  # a split argument meaning every split the dataset has
 
 
 def label_of(record, task: str) -> int | None:
@@ -32,38 +44,120 @@ def label_of(record, task: str) -> int | None:
   if task in contract.OUTCOMES:
     code = int(record[task])
     return code if code in (0, 1) else None
+  if task in contract.CHEXPERT:
+    code = int(np.asarray(record["labels"])[contract.LABELS.index(task)])
+    return code if code in (0, 1) else None
   raise ValueError(f"unknown task {task!r}; known: {TASKS}")
 
 
-def image_records(config, dataset: str, splits=("train", "validation"),
+def dataset_builder(config, dataset: str) -> tfds.core.DatasetBuilder:
+  """The read-only TFDS builder of `dataset`: a name under config.data.dir, or a path (see the
+  module docstring). Raises naming the directory when it holds no converted dataset."""
+  looks_like_path = "/" in dataset or paths.is_url(dataset) or dataset.startswith(("~", "."))
+  where = paths.path(dataset if looks_like_path else paths.path(config.data.dir) / dataset)
+  if not (where / "dataset_info.json").exists():
+    versions = sorted((d for d in where.iterdir() if (d / "dataset_info.json").exists()),
+                      key=lambda d: tfds.core.Version(d.name)) if where.is_dir() else []
+    if not versions:
+      raise FileNotFoundError(f"dataset {dataset!r}: {where} is no TFDS dataset (no "
+                              "dataset_info.json in it or in a version dir below it); convert "
+                              "one with medjax-prepare")
+    where = versions[-1]
+  return tfds.builder_from_directory(str(where))
+
+
+def split_names(builder, split: str) -> list[str]:
+  """'train', 'train+validation' or ALL_SPLITS -> the split names, each checked."""
+  known = list(builder.info.splits)
+  names = known if split == ALL_SPLITS else split.split("+")
+  unknown = [s for s in names if s not in known]
+  if unknown or not names:
+    raise ValueError(f"{builder.data_dir}: no split {unknown or split!r}; it has {known} "
+                     f"(or {ALL_SPLITS!r}, or a '+' of them)")
+  return names
+
+
+def image_records(config, dataset: str, split: str = "train+validation",
                   keep=lambda record: True):
-  """(split, record, image) for each record of the splits with an image that `keep` accepts;
-  the image is preprocessed as the eval pipeline does. What every evaluation reads."""
+  """(split, record, row) for each record of the split(s) with an image that `keep` accepts; the
+  row holds every batch key of the eval pipeline (`row["image"]` preprocessed, `text_ids` ...).
+  What every evaluation reads. An image that cannot be decoded is skipped, counted and logged
+  (never fed as zeros)."""
   data_cfg = resolve.resolved(config).data
   example = Example(data_cfg, pipeline.load_tokenizer(data_cfg), train=False)
   rng = np.random.default_rng(0)  # only feeds text masking, which no evaluation reads
-  for split in splits:
-    for record in tfds.data_source(dataset, split=split, data_dir=data_cfg.dir, download=False):
+  builder = dataset_builder(config, dataset)
+  for name in split_names(builder, split):
+    for record in builder.as_data_source(split=name):
       if len(record["images"]) and keep(record):
-        yield split, record, example.row((dataset, record), rng)["image"]
+        row = example.row((builder.name, record), rng)
+        if row["has_image"]:
+          yield name, record, row
+  if example.undecodable:
+    log.warning("%s/%s: %d records skipped, their image cannot be decoded", builder.data_dir,
+                split, example.undecodable)
 
 
-def labelled_images(config, dataset: str, task: str = "diagnosis"):
-  """(images [n,S,S,C], labels [n], patient ids [n], unseen [n] True for the validation split,
-  which pretraining never reads) of the dev splits' records with an image and a `task` label;
-  images are preprocessed as the eval pipeline does."""
+@dataclasses.dataclass
+class Labelled:
+  """The images of a task with their labels, one row per record: images [n, S, S, C] (eval
+  preprocessing), labels [n] 0/1, and per row its patient id, source, study id and split."""
+  images: np.ndarray
+  labels: np.ndarray
+  patients: np.ndarray
+  sources: np.ndarray
+  studies: np.ndarray
+  splits: np.ndarray
+
+  @property
+  def unseen(self) -> np.ndarray:
+    """[n] True for the validation split, which pretraining never reads."""
+    return self.splits == "validation"
+
+  def select(self, rows) -> "Labelled":
+    """The rows `rows` (a mask or indices) only."""
+    return Labelled(**{f.name: getattr(self, f.name)[rows] for f in dataclasses.fields(self)})
+
+  def patient_keys(self) -> np.ndarray:
+    """[n] 'source/patient' of every row: patients of different datasets never collide."""
+    return np.array([f"{s}/{p}" for s, p in zip(self.sources, self.patients)])
+
+
+def labelled_images(config, dataset: str, task: str = "diagnosis",
+                    split: str = "train+validation") -> Labelled:
+  """The records of the split(s) with an image and a `task` label."""
   if task not in TASKS:
     raise ValueError(f"unknown task {task!r}; known: {TASKS}")
-  images, labels, patients, unseen = [], [], [], []
-  keep = lambda record: label_of(record, task) is not None
-  for split, record, image in image_records(config, dataset, keep=keep):
-    images.append(image)
-    labels.append(label_of(record, task))
-    patients.append(record["patient_id"].decode())
-    unseen.append(split == "validation")
-  if not images:
-    raise ValueError(f"{dataset} under {config.data.dir}: no image has a {task!r} label")
-  return np.stack(images), np.array(labels), np.array(patients), np.array(unseen)
+  columns = {f.name: [] for f in dataclasses.fields(Labelled)}
+  for name, record, row in image_records(config, dataset, split,
+                                         keep=lambda r: label_of(r, task) is not None):
+    for field, value in (("images", row["image"]), ("labels", label_of(record, task)),
+                         ("patients", contract.text_of(record, "patient_id")),
+                         ("sources", contract.text_of(record, "source")),
+                         ("studies", contract.text_of(record, "study_id")), ("splits", name)):
+      columns[field].append(value)
+  if not columns["images"]:
+    raise ValueError(f"{dataset} ({split}) under {config.data.dir}: no image has a {task!r} "
+                     "label")
+  return Labelled(**{k: np.stack(v) if k == "images" else np.array(v)
+                     for k, v in columns.items()})
+
+
+def pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+  """`x` [m, ...] with zero rows appended up to `rows` rows."""
+  return np.concatenate([x, np.zeros((rows - len(x), *x.shape[1:]), x.dtype)]) if len(x) < rows \
+      else x
+
+
+def map_batches(fn, arrays: tuple, batch: int = 32) -> np.ndarray:
+  """fn(*chunks) over `arrays` (each [n, ...]) in chunks of exactly `batch` rows, the last one
+  padded with zero rows whose outputs are dropped: one compile per batch size, whatever n.
+  -> fn's per-row outputs [n, ...]."""
+  n, out = len(arrays[0]), []
+  for i in range(0, n, batch):
+    real = min(batch, n - i)
+    out.append(np.asarray(fn(*(pad_rows(a[i:i + batch], batch) for a in arrays)))[:real])
+  return np.concatenate(out)
 
 
 # Module-level and keyed on the model's graph: every tower of one config reuses one compile.
@@ -74,8 +168,7 @@ def _pooled(graphdef, params, images):
 
 def embed(graphdef, params, images: np.ndarray, batch: int = 32) -> np.ndarray:
   """[n, width]: the image tower's pooled features, in batches."""
-  return np.concatenate([np.asarray(_pooled(graphdef, params, images[i:i + batch]))
-                         for i in range(0, len(images), batch)])
+  return map_batches(lambda x: _pooled(graphdef, params, x), (images,), batch)
 
 
 def logistic_probe():

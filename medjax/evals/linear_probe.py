@@ -46,7 +46,7 @@ def brightness_contrast(config, dataset: str) -> np.ndarray:
   (any fixed affine map of them scores the same: the probe standardises its features)."""
   fixed = config.copy_and_resolve_references()
   fixed.data.normalize = "dataset"
-  images = labelled_images(fixed, dataset)[0]
+  images = labelled_images(fixed, dataset).images
   return np.stack([images.mean(axis=(1, 2, 3)), images.std(axis=(1, 2, 3))], axis=1)
 
 
@@ -76,11 +76,11 @@ def weighted_aurocs(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray)
   return ((w_pos @ right) * w_neg).sum(axis=1) / (w_pos.sum(axis=1) * w_neg.sum(axis=1))
 
 
-def paired_bootstrap(oofs_a: list, oofs_b: list, labels, groups, samples: int = 2000,
-                     seed: int = 0) -> dict:
-  """Mean AUROC of the towers `oofs_a` minus that of `oofs_b`, on out-of-fold predictions, with a
-  95% interval from resampling patients (all images of a drawn patient go in together) and the
-  share of resamples where a is not better: how sure "a beats b" is, given the few patients."""
+def patient_draws(labels: np.ndarray, groups: np.ndarray, samples: int = 2000,
+                  seed: int = 0) -> np.ndarray:
+  """[samples, n]: how often each image is drawn when the patients are resampled with
+  replacement (all images of a drawn patient go in together); draws with one class only (no
+  AUROC) are redrawn. The weights `weighted_aurocs` takes."""
   rng = np.random.default_rng(seed)
   patients, index = np.unique(groups, return_inverse=True)
   draws = []
@@ -89,14 +89,29 @@ def paired_bootstrap(oofs_a: list, oofs_b: list, labels, groups, samples: int = 
                          minlength=len(patients))[index]  # times each image is drawn
     drawn = labels[counts > 0]
     if drawn.min() == drawn.max():
-      continue  # one class only: no AUROC
+      continue
     draws.append(counts)
+  return np.array(draws, float)
 
+
+def bootstrap_auroc(score_sets: list, labels, groups, samples: int = 2000, seed: int = 0) -> dict:
+  """Mean AUROC of the score vectors `score_sets` (one per seed, all of the same images) with a
+  95% patient-bootstrap interval of that mean: the data's noise, the fitted models fixed."""
+  mean = lambda weights: np.mean([weighted_aurocs(s, labels, weights) for s in score_sets], 0)
+  low, high = np.percentile(mean(patient_draws(labels, groups, samples, seed)), [2.5, 97.5])
+  return dict(auroc=float(mean(np.ones((1, len(labels))))[0]), ci95=[float(low), float(high)])
+
+
+def paired_bootstrap(oofs_a: list, oofs_b: list, labels, groups, samples: int = 2000,
+                     seed: int = 0) -> dict:
+  """Mean AUROC of the towers `oofs_a` minus that of `oofs_b`, on out-of-fold predictions, with a
+  95% interval from resampling patients (`patient_draws`) and the share of resamples where a is
+  not better: how sure "a beats b" is, given the few patients."""
   def gain(weights):
     return (np.mean([weighted_aurocs(a, labels, weights) for a in oofs_a], axis=0) -
             np.mean([weighted_aurocs(b, labels, weights) for b in oofs_b], axis=0))
 
-  diffs = gain(np.array(draws, float))
+  diffs = gain(patient_draws(labels, groups, samples, seed))
   low, high = np.percentile(diffs, [2.5, 97.5])
   return dict(oof_gain=float(gain(np.ones((1, len(labels))))[0]), ci95=[float(low), float(high)],
               share_not_better=float(np.mean(diffs <= 0)))
@@ -122,7 +137,8 @@ def run(config, workdirs: list[str], dataset: str = "covid_cxr", random_inits: i
   """The pretraining runs `workdirs` (one recipe at one or several seeds) vs `random_inits`
   random towers (seeds 0, 1, ...) of the same config; each side scores the mean of its towers."""
   config = resolve.resolved(config)
-  images, labels, patients, unseen = labelled_images(config, dataset)
+  data = labelled_images(config, dataset)
+  images, labels, patients, unseen = data.images, data.labels, data.patients, data.unseen
   ts, _ = weights.load_model(config)
   runs = [f"pretrained_{i}" for i in range(len(workdirs))]
   randoms = [f"random_init_{seed}" for seed in range(random_inits)]

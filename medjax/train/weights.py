@@ -8,12 +8,16 @@ steps later as a "non-finite loss").
 """
 from __future__ import annotations
 
+import json
+
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import safetensors.numpy
 
 from medjax import named_params, paths, sharding
+from medjax.data import pipeline
+from medjax.data.tokenizer import Tokenizer
 from medjax.train import checkpoint, state as state_lib
 
 
@@ -22,8 +26,8 @@ def load_params(path, abstract_params, logical_specs, *, allow_cast: bool = Fals
   complete step), one step directory, or an export (`medjax-export`: the directory or its
   model.safetensors). `logical_specs` restacks an export's per-layer tensors."""
   path = paths.path(path)
-  weights = path if path.name.endswith(".safetensors") else path / "model.safetensors"
-  if weights.exists():
+  weights = _export_weights(path)
+  if weights is not None:
     named = safetensors.numpy.load(weights.read_bytes())
     params = named_params.from_named(named, abstract_params, logical_specs)
     where = lambda k: f"{weights}: {k}"
@@ -38,17 +42,29 @@ def load_params(path, abstract_params, logical_specs, *, allow_cast: bool = Fals
                       params, abstract_params)
 
 
-def _from_checkpoint(path, abstract_params):
+def _export_weights(path):
+  """The model.safetensors of an export (its directory or the file itself), else None."""
+  weights = path if path.name.endswith(".safetensors") else path / "model.safetensors"
+  return weights if weights.exists() else None
+
+
+def _step_dir(path):
+  """A workdir's newest complete step directory, or `path` itself when it is one."""
   ckpt_dir = path / "checkpoints"
   if ckpt_dir.is_dir():
     with ocp.CheckpointManager(ckpt_dir, item_names=("state", "meta")) as mgr:
       if mgr.latest_step() is None:
         raise FileNotFoundError(f"init_from={path}: no complete checkpoint in {ckpt_dir}")
       path = ckpt_dir / str(mgr.latest_step())
-  state_dir = path / "state"
-  if not state_dir.is_dir():
+  if not (path / "state").is_dir():
     raise FileNotFoundError(f"init_from={path}: not a medjax workdir, checkpoint step dir or "
                             "export (no checkpoints/, state/ or model.safetensors)")
+  return path
+
+
+def _from_checkpoint(path, abstract_params):
+  path = _step_dir(path)
+  state_dir = path / "state"
   with ocp.PyTreeCheckpointer() as ckptr:
     saved = ckptr.metadata(state_dir).item_metadata["params"]
     checkpoint.check_shapes(saved, abstract_params, str(path))
@@ -83,3 +99,23 @@ def load_model(config, path="", ts=None):
     return ts, load_params(path, ts.abstract_state["params"], ts.logical_specs,
                            allow_cast=bool(config.get("init_from_cast", False)))
   return ts, state_lib.init(config, ts)["params"]
+
+
+def load_tokenizer(config, path=""):
+  """The tokenizer of the model `load_model(config, path)` gives: an export's own
+  tokenizer.model; else the config's (data.tokenizer, or the one beside the first source),
+  checked against the fingerprint a checkpoint recorded: text ids of another tokenizer would
+  mean nothing to the model, silently."""
+  if path:
+    weights = _export_weights(paths.path(path))
+    if weights is not None:
+      return Tokenizer((weights.parent / "tokenizer.model").read_bytes())
+  tokenizer = pipeline.load_tokenizer(config.data)
+  if path:
+    meta = _step_dir(paths.path(path)) / "meta" / "metadata"
+    saved = json.loads(meta.read_text()).get("tokenizer_sha256")
+    if saved and saved != tokenizer.sha256:
+      raise ValueError(f"{path} was trained with another tokenizer (sha256 {saved}) than "
+                       f"{pipeline.tokenizer_path(config.data)} ({tokenizer.sha256}); set "
+                       "--config.data.tokenizer to the run's")
+  return tokenizer

@@ -33,7 +33,8 @@ def test_sample_patients_is_stratified_by_patient_and_seeded():
 def test_linear_mode_on_the_real_dev_data(tiny_config, tiny_run):
   config, workdir = tiny_config, tiny_run
   result = finetune.run(config, str(workdir), "diagnosis", fractions=(0.01, 1.0), seeds=3)
-  _, labels, patients, unseen = labelled.labelled_images(config, "covid_cxr")
+  data = labelled.labelled_images(config, "covid_cxr")
+  labels, patients, unseen = data.labels, data.patients, data.unseen
   assert result["tower"] == str(workdir)
   assert result["train"] == dict(images=int((~unseen).sum()),
                                  patients=len(set(patients[~unseen])))
@@ -48,7 +49,8 @@ def test_linear_mode_on_the_real_dev_data(tiny_config, tiny_run):
 
 def test_full_mode_fits_its_training_images_and_leaves_the_tower(tiny_config):
   config = tiny_config
-  images, labels, _, _ = labelled.labelled_images(config, "covid_cxr")
+  data = labelled.labelled_images(config, "covid_cxr")
+  images, labels = data.images, data.labels
   rows = np.concatenate([np.flatnonzero(labels == 1)[:6], np.flatnonzero(labels == 0)[:6]])
   tower = MedMLLM(config.model, rngs=nnx.Rngs(0)).image
   before = jax.tree.map(np.array, nnx.to_pure_dict(nnx.state(tower)))

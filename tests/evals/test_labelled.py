@@ -24,7 +24,8 @@ def test_label_of_each_task():
 
 def test_outcome_task_reads_every_stated_outcome(tiny_config, shared_data):
   config = tiny_config
-  images, labels, patients, unseen = labelled.labelled_images(config, "covid_cxr", "survival")
+  data = labelled.labelled_images(config, "covid_cxr", "survival")
+  images, labels, patients, unseen = data.images, data.labels, data.patients, data.unseen
   rows = list(csv.DictReader(open(shared_data / "covid-chestxray" / "metadata.csv")))
   stated = [r for r in rows if r["survival"] in ("Y", "N")]
   assert len(labels) == len(images) == len(stated) and 0 < unseen.sum() < len(labels)
