@@ -161,17 +161,17 @@ def _export_of(six, tmp_path, change):
 def test_init_from_checks_what_it_loads(six, tmp_path, change, error):
   ts, export = _export_of(six, tmp_path, change)
   with pytest.raises(ValueError, match=error):
-    weights.loadsaved(str(export), ts.abstract_state["params"], ts.logical_specs)
+    weights.load_params(str(export), ts.abstract_state["params"], ts.logical_specs)
 
 
 def test_init_from_casts_only_when_asked_and_losslessly(six, tmp_path):
   half = lambda n: n.__setitem__("text.norm.bias", n["text.norm.bias"].astype(np.float16))
   ts, export = _export_of(six, tmp_path, half)
-  loaded = weights.loadsaved(str(export), ts.abstract_state["params"], ts.logical_specs)
+  loaded = weights.load_params(str(export), ts.abstract_state["params"], ts.logical_specs)
   assert loaded["text"]["norm"]["bias"].dtype == np.float32  # float16 -> float32 loses nothing
   wide = lambda n: n.__setitem__("text.norm.bias", n["text.norm.bias"].astype(np.float64))
   ts, export = _export_of(six, tmp_path / "b", wide)
-  loaded = weights.loadsaved(str(export), ts.abstract_state["params"], ts.logical_specs,
+  loaded = weights.load_params(str(export), ts.abstract_state["params"], ts.logical_specs,
                                allow_cast=True)
   assert loaded["text"]["norm"]["bias"].dtype == np.float32
 
