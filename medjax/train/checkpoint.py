@@ -21,7 +21,7 @@ from flax import traverse_util
 from jax.experimental import multihost_utils
 
 from medjax import named_params, sharding
-from medjax.configs.resolve import MAY_DIFFER_ON_RESUME
+from medjax.configs.resolve import HF_PREFIX, MAY_DIFFER_ON_RESUME
 from medjax.train import state as state_lib
 
 
@@ -111,11 +111,16 @@ def restore_latest(mgr: ocp.CheckpointManager, abstract_state, data_iter, meta: 
   return restored["state"], step
 
 
-def load_params(path: str, abstract_params, logical_specs):
+def load_params(path: str, abstract_params, logical_specs, *, config=None, params=None):
   """Params only: the start of fine-tuning or of a new stage; optimizer state and data position
   are not read. `path` is another run's workdir (its newest step), one step directory, or
   exported weights (`medjax-export`: the export directory or its model.safetensors), which a
-  run elsewhere may have handed over; `logical_specs` restacks their per-layer tensors."""
+  run elsewhere may have handed over; `logical_specs` restacks their per-layer tensors.
+  `hf:DIR[,hf:DIR]`: Hugging Face towers into `params` (the initial ones), checked against
+  `config` (medjax/hf/load.py)."""
+  if path.startswith(HF_PREFIX):
+    from medjax.hf import load  # torch and transformers: the hf extra, only when asked for
+    return load.towers(path, config, params, abstract_params, logical_specs)
   path = os.path.abspath(path)
   weights = path if path.endswith(".safetensors") else os.path.join(path, "model.safetensors")
   if os.path.isfile(weights):
@@ -146,9 +151,13 @@ def load_model(config, path: str = "", ts=None):
   step directory or export, as `load_params`) or, when `path` is empty, a random init of
   `config.seed`. Pass `ts` to reuse one setup for several towers of a config."""
   ts = ts or state_lib.setup(config, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
-  if path:
+  if path and not path.startswith(HF_PREFIX):
     return ts, load_params(path, ts.abstract_state["params"], ts.logical_specs)
-  return ts, state_lib.init(config, ts)["params"]
+  params = state_lib.init(config, ts)["params"]
+  if path:  # Hugging Face towers replace their part of the init
+    params = load_params(path, ts.abstract_state["params"], ts.logical_specs, config=config,
+                         params=params)
+  return ts, params
 
 
 class Preemption:

@@ -76,7 +76,8 @@ def train(config, workdir: str, devices=None) -> list[dict]:
     state = state_lib.init(config, ts)
     if config.init_from:
       state["params"] = checkpoint.load_params(config.init_from, ts.abstract_state["params"],
-                                                ts.logical_specs)
+                                                ts.logical_specs, config=config,
+                                                params=state["params"])
       logging.info("Params from %s; optimizer and data start afresh.", config.init_from)
 
   # ------------------------------------------------------------------------- Update step --

@@ -1,0 +1,30 @@
+"""Hugging Face interop: export medjax towers as transformers models, import pretrained ones.
+
+  export.py     medjax-export --format hf: SiglipVisionModel + MegatronBertModel (or BertModel)
+                directories, projections, tokenizer, preprocessor config and model card
+  load.py       --config.init_from=hf:DIR: ViTModel, Dinov2Model, SiglipVisionModel, BertModel
+                or MegatronBertModel weights into a medjax tower
+  tokenizer.py  --config.data.tokenizer=hf:DIR: a Hugging Face (WordPiece) tokenizer in the
+                pipeline
+  names.py      the name and config tables; convert.py the tensor layouts
+
+torch and transformers are the `hf` extra (pip install 'medjax[hf]'), imported only here and
+only when used: training without Hugging Face towers needs neither.
+"""
+from __future__ import annotations
+
+import importlib
+
+EXTRA = "pip install 'medjax[hf]'"
+
+
+def require(*modules: str) -> list:
+  """The named modules of the `hf` extra (torch, transformers, tokenizers), imported on first
+  use; a missing one is an ImportError that says how to install them."""
+  out = []
+  for name in modules:
+    try:
+      out.append(importlib.import_module(name))
+    except ImportError as e:
+      raise ImportError(f"Hugging Face interop needs {name} (the hf extra): {EXTRA}") from e
+  return out
