@@ -7,7 +7,7 @@ import batches
 import jax
 import numpy as np
 import pytest
-from conftest import HF_MISSING
+from conftest import HF_MISSING, random_params
 from flax import nnx
 from PIL import Image
 
@@ -15,7 +15,6 @@ from medjax import sharding
 from medjax.contract import study_text
 from medjax.data import mixture, pipeline
 from medjax.data.transforms import Example, pick_view
-from medjax.models.medmllm import MedMLLM
 from medjax.train import state as state_lib
 
 torch = pytest.importorskip("torch", reason=HF_MISSING)
@@ -33,20 +32,11 @@ def _config(covid_data_dir, **model):
   return cfg
 
 
-def _params(cfg):
-  """A random init moved off its round values (zero biases, unit norms would hide a swapped
-  or dropped tensor), as training does."""
-  params = nnx.to_pure_dict(nnx.state(MedMLLM(cfg.model, rngs=nnx.Rngs(0))))
-  rng = np.random.default_rng(0)
-  return jax.tree.map(lambda x: np.asarray(x) + 0.05 * rng.standard_normal(np.shape(x)).astype(
-      np.float32), params)
-
-
 @pytest.fixture(scope="module")
 def exported(covid_data_dir, tmp_path_factory):
   cfg = _config(covid_data_dir)
   ts = state_lib.setup(cfg, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
-  params = _params(cfg)
+  params = random_params(ts.abstract_state["params"])
   out = tmp_path_factory.mktemp("hf_export")
   classes = hf_export.export(cfg, params, ts.logical_specs,
                              str(pipeline.tokenizer_path(cfg.data)), out)
