@@ -8,7 +8,8 @@ serialized image and text encoders (jax.export, lowered for CPU, CUDA and TPU), 
 them and checks that they reproduce the model's embeddings on a test input.
 --format hf (medjax/hf/export.py; needs the hf extra): transformers directories for the image
 and text towers (AutoModel.from_pretrained), their tokenizer and preprocessor config, the
-projection heads and a model card.
+projection heads and a model card; reloaded with transformers, their pooled features must be
+the model's.
 """
 from absl import flags, logging
 from flax import nnx
@@ -36,6 +37,8 @@ def main(argv):
   if f.format == "hf":
     from medjax.hf import export as hf_export  # torch / transformers: the hf extra
     classes = hf_export.export(config, params, ts.logical_specs, tokenizer, f.out)
+    gaps = hf_export.round_trip_gaps(f.out, nnx.merge(ts.graphdef, params), config)
+    _check(gaps)
     logging.info("Exported %s to %s as Hugging Face %s", f.workdir, f.out, classes)
     return
   if tokenizer.startswith(HF_PREFIX):
@@ -43,12 +46,16 @@ def main(argv):
                      "with --format hf")
   export.export(config, ts.graphdef, params, ts.logical_specs, tokenizer, f.out)
   # Round trip: the reloaded artifact must give the embeddings of the checkpoint's model.
-  gaps = export.round_trip_gaps(f.out, nnx.merge(ts.graphdef, params))
+  _check(export.round_trip_gaps(f.out, nnx.merge(ts.graphdef, params)))
+  logging.info("Exported %s to %s", f.workdir, f.out)
+
+
+def _check(gaps: dict[str, float]) -> None:
+  """The reloaded export must give the checkpoint's model's outputs."""
   for name, gap in gaps.items():
     if gap > 1e-4:
       raise SystemExit(f"{name}: the reloaded export differs from the model by {gap:.2e}")
     logging.info("%s: reloaded export = model (max abs diff %.1e)", name, gap)
-  logging.info("Exported %s to %s", f.workdir, f.out)
 
 
 def run():

@@ -37,7 +37,7 @@ notes = ["No acute cardiopulmonary process."]
 
 with torch.no_grad():
   x = processor(images=images, return_tensors="pt")["pixel_values"]  # [b, C, H, W]
-{normalize}  pooled_image = image_tower(pixel_values=x).last_hidden_state.mean(dim=1)
+{normalize}  pooled_image = image_tower(pixel_values=x).{pool_image}
   text = tokenizer(notes, max_length={text_len}, truncation=True, padding="max_length",
                    return_tensors="pt")
   pooled_text = text_tower(input_ids=text["input_ids"],
@@ -68,18 +68,22 @@ def _objectives(config) -> list[str]:
   return sorted(active)
 
 
-def model_card(config, classes: dict) -> str:
-  """README.md text for an export of `config` (resolved) with towers of `classes`."""
+def model_card(config, classes: dict, pool_image: str) -> str:
+  """README.md text for an export of `config` (resolved) with towers of `classes`; the pooled
+  image feature is `image_tower(...).<pool_image>`."""
   m, d = config.model, config.data
   licences = "\n".join(f"- `{name}`: {DATA_LICENCES.get(name, 'see the dataset own terms')}"
                        for name in _sources(config))
   per_image = d.normalize == "per_image"
   usage = _USAGE.format(root=EXAMPLE_ROOT, channels=m.image.channels, size=m.image.image_size,
-                        text_len=d.text_len, normalize=_PER_IMAGE if per_image else "")
+                        text_len=d.text_len, normalize=_PER_IMAGE if per_image else "",
+                        pool_image=pool_image)
   normalisation = ("each image to zero mean and unit standard deviation (`per_image`, medjax's "
                    "default: not an image-processor option, the usage lines apply it)"
                    if per_image else f"(x - {d.mean}) / {d.std} (`dataset`, in "
                                      "preprocessor_config.json)")
+  image_pooling = ("the **final state of the class token** (`pooler_output`)" if m.image.class_token
+                   else "the **mean of the patch tokens** of `last_hidden_state`")
   return f"""---
 license: other
 license_name: research-only-see-data-licences
@@ -107,9 +111,9 @@ clinical use, not to be used for diagnosis or patient care.**
   (`{config.objectives.image_text.kind}`).
 
 ## Embeddings as medjax computes them
-Pooling is medjax's, not the classes' pooler: the image feature is the **mean of the patch
-tokens** of `last_hidden_state`; the text feature is the **state at position 0** (BOS) of
-`last_hidden_state` (`pooler_output` of the text tower is tanh of it, not medjax's).
+Pooling is medjax's: the image feature is {image_pooling}; the text feature is the **state at
+position 0** (BOS) of `last_hidden_state` (`pooler_output` of the text tower is tanh of it, not
+medjax's).
 Pixels: grayscale, resized, /255, then {normalisation}.
 
 {usage}

@@ -1,8 +1,8 @@
 """`medjax-export --format hf`: a trained medjax model as Hugging Face transformers directories.
 
   <out>/image_encoder/   SiglipVisionModel (vision_use_head=False: no class token, the sin-cos
-                         positions as its table): config.json, model.safetensors,
-                         preprocessor_config.json
+                         positions as its table), or Dinov2Model for a tower with a class
+                         token: config.json, model.safetensors, preprocessor_config.json
   <out>/text_encoder/    MegatronBertModel (medjax's pre-LN encoder; BertModel for a post-LN one)
                          with the run's tokenizer (medjax's sentencepiece model behind
                          SentencePieceBackend, giving medjax's ids; or the run's HF tokenizer)
@@ -11,8 +11,9 @@
                          that reproduce medjax's pooled and projected embeddings
 Each directory loads with `transformers.AutoModel.from_pretrained(dir)`, no missing or unexpected
 tensors, and gives medjax's token states: pooled image = mean of last_hidden_state over the
-patches, pooled text = last_hidden_state[:, 0] (the pooler's dense + tanh is not medjax's: it is
-exported as identity to complete the class). Dropout is 0, as medjax trains.
+patches (SigLIP) or the class state, pooler_output (DINOv2); pooled text = last_hidden_state[:, 0]
+(the text pooler's dense + tanh is not medjax's: it is exported as identity to complete the
+class). Dropout is 0, as medjax trains.
 """
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ from medjax.hf import card, convert, names, tokenizer
 from medjax.models import vit
 
 IMAGE_DIR, TEXT_DIR, PROJECTIONS = "image_encoder", "text_encoder", "projections.safetensors"
+# Exported image class -> (how the model card pools its output, the same as a function).
+POOL_IMAGE = {
+    "SiglipVisionModel": ("last_hidden_state.mean(dim=1)",
+                          lambda out: out.last_hidden_state.mean(dim=1)),
+    "Dinov2Model": ("pooler_output", lambda out: out.pooler_output),  # final class state
+}
 # medjax head -> the name of its [proj_dim, width] weight in projections.safetensors.
 HEADS = {"image_head": "image_projection.weight", "text_head": "text_projection.weight",
          "view_head": "view_projection.weight", "section_head": "section_projection.weight"}
@@ -40,15 +47,18 @@ def _safetensors(tensors: dict, target) -> None:
 
 
 def _hf_config(arch: names.Arch, tower_cfg, transformers_config_class, **extra):
-  """The HF config of a medjax tower, from the table's field <-> attribute pairs."""
-  kwargs = {attr: tower_cfg[field] for field, attr in arch.config.items()}
+  """The HF config of a medjax tower, from the table's field <-> attribute pairs (`extra`
+  gives the derived ones and overrides)."""
+  kwargs = {attr: tower_cfg[field] for field, attr in arch.config.items()
+            if not isinstance(attr, names.Derived)}
   kwargs["hidden_act"] = names.EXPORT_ACTS[tower_cfg.mlp_act]
-  return transformers_config_class(**kwargs, **arch.requires, **extra)
+  return transformers_config_class(**{**kwargs, **arch.requires, **extra})
 
 
 def _tensors(arch: names.Arch, named: dict, depth: int, patch_size: int) -> dict:
+  """HF tensors of the table's rows but the class token's (DINOv2's: by the caller)."""
   return {h: convert.to_hf(kind, named[m], patch_size)
-          for m, h, kind in convert.rows(arch, depth)}
+          for m, h, kind in convert.rows(arch, depth) if kind != "class"}
 
 
 def _write_model(out_dir, hf_config, class_name: str, tensors: dict) -> None:
@@ -59,23 +69,44 @@ def _write_model(out_dir, hf_config, class_name: str, tensors: dict) -> None:
 
 
 def check_exportable(config) -> None:
-  """Raises naming the field if the image tower has what SiglipVisionModel cannot hold."""
+  """Raises naming the field if the image tower has what neither HF class can hold."""
   im = config.model.image
-  for field, allowed in (("class_token", False), ("layer_scale", 0.0)):
-    if im[field] != allowed:
-      raise ValueError(f"config.model.image.{field} = {im[field]!r}: the HF image export is a "
-                       "SiglipVisionModel, which has none; use the medjax export format")
+  if im.layer_scale and not im.class_token:
+    raise ValueError(f"config.model.image.layer_scale = {im.layer_scale!r} without a class "
+                     "token: SiglipVisionModel has no LayerScale (Dinov2Model, the export of "
+                     "class-token towers, has); use the medjax export format")
+  if im.class_token and im.mlp_dim % im.width:
+    raise ValueError(f"config.model.image.mlp_dim = {im.mlp_dim}: Dinov2Model (the export of "
+                     f"class-token towers) needs a whole multiple of the width {im.width}")
 
 
 def _image(config, named: dict, out_dir, transformers) -> str:
+  """SiglipVisionModel, or Dinov2Model for a tower with a class token."""
   im, d = config.model.image, config.data
   grid = im.image_size // im.patch_size
   if im.positions == "sincos":  # what the tower adds at its configured size
     named = {**named, "positions": vit.sincos_2d(grid, grid, im.width)}
-  hf_config = _hf_config(names.SIGLIP, im, transformers.SiglipVisionConfig,
-                         image_size=im.image_size, attention_dropout=0.0)
-  _write_model(out_dir, hf_config, "SiglipVisionModel",
-               _tensors(names.SIGLIP, named, im.depth, im.patch_size))
+  if im.class_token:
+    name, arch = "Dinov2Model", names.DINOV2
+    ones = np.ones(im.width, np.float32)  # Dinov2Model always has LayerScale: 1 = none
+    named = {**{f"blocks.layers.{i}.{m}": ones for i in range(im.depth)
+                for m in ("scale_attn", "scale_mlp")}, **named}
+    tensors = _tensors(arch, named, im.depth, im.patch_size)
+    # Its class slot of the position table is 0: medjax's class token holds its position.
+    tensors["embeddings.cls_token"] = named["cls"].reshape(1, 1, -1)
+    tensors["embeddings.position_embeddings"] = np.concatenate(
+        [np.zeros((1, im.width), np.float32), named["positions"]])[None]
+    tensors["embeddings.mask_token"] = np.zeros((1, im.width), np.float32)  # unused
+    hf_config = _hf_config(arch, im, transformers.Dinov2Config, image_size=im.image_size,
+                           mlp_ratio=im.mlp_dim // im.width, num_channels=im.channels,
+                           layerscale_value=im.layer_scale or 1.0,
+                           hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+  else:
+    name, arch = "SiglipVisionModel", names.SIGLIP
+    tensors = _tensors(arch, named, im.depth, im.patch_size)
+    hf_config = _hf_config(arch, im, transformers.SiglipVisionConfig, image_size=im.image_size,
+                           attention_dropout=0.0)
+  _write_model(out_dir, hf_config, name, tensors)
   per_image = d.normalize == "per_image"
   processor = dict(
       image_processor_type="SiglipImageProcessorPil", do_resize=True,
@@ -86,7 +117,7 @@ def _image(config, named: dict, out_dir, transformers) -> str:
       do_normalize=not per_image, image_mean=[d.mean] * im.channels,
       image_std=[d.std] * im.channels)
   paths.write_atomic(out_dir / "preprocessor_config.json", json.dumps(processor, indent=2))
-  return "SiglipVisionModel"
+  return name
 
 
 def _text(config, named: dict, tokenizer_spec: str, out_dir, transformers) -> str:
@@ -137,5 +168,29 @@ def export(config, params, logical_specs, tokenizer_spec: str, out_dir) -> dict:
                  text=_text(config, named["text"], tokenizer_spec, out / TEXT_DIR,
                             transformers))
   _safetensors(_projections(config, params), out / PROJECTIONS)
-  paths.write_atomic(out / "README.md", card.model_card(config, classes))
+  paths.write_atomic(out / "README.md", card.model_card(config, classes,
+                                                       POOL_IMAGE[classes["image"]][0]))
   return classes
+
+
+def round_trip_gaps(out_dir, model, config, batch: int = 2, seed: int = 0) -> dict[str, float]:
+  """Max abs difference between the pooled features of the exported towers (loaded with
+  transformers, pooled as the model card says) and `model`'s, on random inputs."""
+  torch, transformers = hf.require("torch", "transformers")
+  out, rng = paths.path(out_dir), np.random.default_rng(seed)
+  im, t = config.model.image, config.data.text_len
+  images = rng.normal(size=(batch, im.image_size, im.image_size, im.channels)).astype(np.float32)
+  ids = rng.integers(0, config.model.text.vocab_size, (batch, t), dtype=np.int32)
+  mask = np.arange(t)[None, :] < rng.integers(2, t + 1, (batch, 1))  # padded rows too
+  towers = {sub: transformers.AutoModel.from_pretrained(str(out / sub)).eval()
+            for sub in (IMAGE_DIR, TEXT_DIR)}
+  pool = POOL_IMAGE[type(towers[IMAGE_DIR]).__name__][1]
+  with torch.no_grad():
+    theirs = dict(
+        image=pool(towers[IMAGE_DIR](pixel_values=torch.from_numpy(
+            images.transpose(0, 3, 1, 2)))).numpy(),
+        text=towers[TEXT_DIR](input_ids=torch.from_numpy(ids).long(),
+                              attention_mask=torch.from_numpy(mask).long())
+        .last_hidden_state[:, 0].numpy())
+  ours = dict(image=model.encode_image(images)[1], text=model.encode_text(ids, mask)[1])
+  return {k: float(np.abs(np.asarray(ours[k]) - theirs[k]).max()) for k in ours}

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from medjax import hf, named_params
-from medjax.configs.resolve import HF_PREFIX
+from medjax.configs.resolve import HF_PREFIX, ConfigError
 from medjax.hf import convert, names
 
 log = logging.getLogger(__name__)
@@ -28,18 +28,29 @@ log = logging.getLogger(__name__)
 
 def towers(init_from: str, config, params: dict, abstract_params, logical_specs) -> dict:
   """`params` with the tower of each `hf:DIR` of `init_from` replaced by the HF weights, placed
-  with the shardings of `abstract_params`."""
-  done = {}
+  with the shardings of `abstract_params`. Every directory is checked against the config
+  before any weights are read."""
+  if config is None or params is None:
+    raise ValueError(f"init_from={init_from!r}: Hugging Face towers need the config and the "
+                     "initial params (load_params(..., config=, params=))")
+  torch, transformers = hf.require("torch", "transformers")
+  plans, seen = [], {}
   for item in init_from.split(","):
     if not item.startswith(HF_PREFIX):
       raise ValueError(f"init_from={init_from!r}: {item!r} is not {HF_PREFIX}DIR")
     path = item[len(HF_PREFIX):]
-    arch, tower = _load(path, config, abstract_params, logical_specs)
-    if arch.tower in done:
-      raise ValueError(f"init_from={init_from!r}: two {arch.tower} towers ({done[arch.tower]}, "
+    name, hf_config = _arch(path, transformers)
+    arch = names.ARCHS[name]
+    if arch.tower in seen:
+      raise ValueError(f"init_from={init_from!r}: two {arch.tower} towers ({seen[arch.tower]}, "
                        f"{path})")
-    done[arch.tower] = path
-    params = {**params, arch.tower: tower}
+    seen[arch.tower] = path
+    _check_config(arch, config, hf_config, path)
+    plans.append((path, name, arch))
+  for path, name, arch in plans:
+    state = _state_dict(path, name, torch, transformers)
+    params = {**params, arch.tower: _tower(path, name, arch, state, config, abstract_params,
+                                           logical_specs)}
   return params
 
 
@@ -93,7 +104,8 @@ def _check_config(arch, config, hf_config, path: str) -> None:
            for f, _, why in problems]
   flags = " ".join(f"--config.{prefix(f)}={v}" for f, v, _ in problems if f)
   fix = f"\nPass: {flags}" if flags else "\nmedjax cannot hold this model."
-  raise ValueError(f"init_from=hf:{path} does not fit the config:\n  " + "\n  ".join(lines) + fix)
+  raise ConfigError(f"init_from=hf:{path} does not fit the config:\n  " + "\n  ".join(lines) +
+                    fix)
 
 
 def _current(config, field: str):
@@ -110,12 +122,9 @@ def _place(value: np.ndarray, like: jax.ShapeDtypeStruct) -> jax.Array:
   return jax.make_array_from_callback(like.shape, like.sharding, lambda index: value[index])
 
 
-def _load(path: str, config, abstract_params, logical_specs):
-  """(arch, the tower's nested params placed like `abstract_params`) from HF directory `path`."""
-  torch, transformers = hf.require("torch", "transformers")
-  name, hf_config = _arch(path, transformers)
-  arch = names.ARCHS[name]
-  _check_config(arch, config, hf_config, path)
+def _state_dict(path: str, name: str, torch, transformers) -> dict[str, np.ndarray]:
+  """The tensors of the `name` model in `path` (safetensors only), as transformers loads them:
+  current names, whatever the checkpoint's age."""
   model, info = transformers.AutoModel.from_pretrained(
       path, local_files_only=True, use_safetensors=True, output_loading_info=True,
       dtype=torch.float32)
@@ -126,12 +135,15 @@ def _load(path: str, config, abstract_params, logical_specs):
   if info["unexpected_keys"]:  # e.g. the MLM head of a BertForMaskedLM checkpoint
     log.info("hf:%s: %d tensors of the checkpoint are not part of %s (e.g. %s); not used.",
              path, len(info["unexpected_keys"]), name, sorted(info["unexpected_keys"])[0])
-  state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+  return {k: v.detach().numpy() for k, v in model.state_dict().items()}
+
+
+def _tower(path, name, arch, state, config, abstract_params, logical_specs) -> dict:
+  """The tower's nested params from HF `state`, placed like `abstract_params`."""
   abstract, specs = abstract_params[arch.tower], logical_specs[arch.tower]
   named = convert.tower_from_hf(arch, state, named_params.named_shapes(abstract, specs),
                                 config.model[arch.tower].depth, f"init_from=hf:{path}")
   nested = jax.tree.map(np.asarray, named_params.from_named(named, abstract, specs))
-  placed = jax.tree.map(_place, nested, abstract)
   log.info("Imported the %s tower from %s (%s, %.1fM params).", arch.tower, path, name,
            sum(v.size for v in named.values()) / 1e6)
-  return arch, placed
+  return jax.tree.map(_place, nested, abstract)

@@ -7,8 +7,8 @@ import batches
 import jax
 import numpy as np
 import pytest
-from conftest import HF_MISSING, random_params
 from flax import nnx
+from hf_support import HF_MISSING, random_params
 from PIL import Image
 
 from medjax import sharding
@@ -25,9 +25,10 @@ from medjax.hf import export as hf_export  # noqa: E402
 TEXT_LEN = 48  # shorter than most notes: the truncation of both tokenizers is compared too
 
 
-def _config(covid_data_dir, **model):
+def _config(covid_data_dir, image=(), text=()):
   cfg = batches.config(image_size=64, patch_size=16, vocab=1000, text_len=TEXT_LEN,
-                       text=dict(max_len=TEXT_LEN), decoder=dict(max_len=TEXT_LEN), **model)
+                       image=dict(image), text=dict(text, max_len=TEXT_LEN),
+                       decoder=dict(max_len=TEXT_LEN))
   cfg.data.dir = str(covid_data_dir)
   return cfg
 
@@ -103,7 +104,25 @@ def test_model_card_lines_give_medjax_embeddings_on_real_studies(exported, tmp_p
     np.testing.assert_allclose(hf[name].numpy(), np.asarray(ours), atol=1e-4, err_msg=name)
 
 
+def test_class_token_and_post_ln_towers_export_as_dinov2_and_bert(covid_data_dir, tmp_path):
+  cfg = _config(covid_data_dir, image=dict(class_token=True, positions="learned",
+                                           layer_scale=0.5, mlp_act="gelu"),
+                text=dict(norm="post", norm_eps=1e-12))
+  ts = state_lib.setup(cfg, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
+  params = random_params(ts.abstract_state["params"], seed=1)
+  classes = hf_export.export(cfg, params, ts.logical_specs,
+                             str(pipeline.tokenizer_path(cfg.data)), tmp_path)
+  assert classes == dict(image="Dinov2Model", text="BertModel")
+  for sub in ("image_encoder", "text_encoder"):
+    _, info = transformers.AutoModel.from_pretrained(tmp_path / sub, output_loading_info=True)
+    assert not (info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"]), info
+  model = nnx.merge(ts.graphdef, jax.tree.map(jax.numpy.asarray, params))
+  gaps = hf_export.round_trip_gaps(tmp_path, model, cfg, batch=3)
+  assert max(gaps.values()) < 1e-4, gaps
+  assert "image_tower(pixel_values=x).pooler_output" in (tmp_path / "README.md").read_text()
+
+
 def test_towers_the_export_cannot_hold_are_refused_naming_the_field(covid_data_dir):
-  cfg = _config(covid_data_dir, image=dict(class_token=True, positions="learned"))
-  with pytest.raises(ValueError, match="model.image.class_token"):
+  cfg = _config(covid_data_dir, image=dict(layer_scale=0.1))  # LayerScale, no class token
+  with pytest.raises(ValueError, match="model.image.layer_scale"):
     hf_export.check_exportable(cfg)

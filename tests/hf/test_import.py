@@ -4,8 +4,8 @@ import batches
 import jax
 import numpy as np
 import pytest
-from conftest import HF_MISSING, random_params
 from flax import nnx
+from hf_support import HF_MISSING, random_params
 from safetensors.numpy import load_file, save_file
 
 from medjax import sharding
@@ -36,9 +36,9 @@ def _saved(hf_config, path):
   return model
 
 
-def _imported(cfg, init_from: str):
+def _imported(cfg, init_from: str, mesh=None):
   """(medjax model, its params, the params before) after `init_from` replaced its towers."""
-  ts = state_lib.setup(cfg, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
+  ts = state_lib.setup(cfg, mesh or sharding.make_mesh(dict(data=1), jax.devices()[:1]))
   start = random_params(ts.abstract_state["params"])
   params = checkpoint.load_params(init_from, ts.abstract_state["params"], ts.logical_specs,
                                   config=cfg, params=start)
@@ -61,8 +61,11 @@ def test_image_towers_match_transformers(kind, tmp_path):
         k: v for k, v in SMALL.items() if k != "intermediate_size"})
     cfg, size = _image_config(42, 14, layer_scale=1.0), 42
   hf_model = _saved(hf_config, tmp_path)
-  model, params, start = _imported(cfg, f"hf:{tmp_path}")
+  mesh = sharding.make_mesh(dict(data=2, fsdp=2, tensor=2))  # placed as training places them
+  model, params, start = _imported(cfg, f"hf:{tmp_path}", mesh)
   jax.tree.map(np.testing.assert_array_equal, params["text"], start["text"])  # untouched
+  mlp_up = params["image"]["blocks"]["layers"]["mlp"]["up"]["kernel"]
+  assert mlp_up.sharding.shard_shape(mlp_up.shape) == (2, 16, 32)  # [layers, embed/2, mlp/2]
 
   images = np.random.default_rng(1).normal(size=(2, size, size, 1)).astype(np.float32)
   tokens, pooled = nnx.jit(lambda m, x: m.encode_image(x))(model, images)

@@ -4,7 +4,7 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import HF_MISSING
+from hf_support import HF_MISSING
 
 from medjax.data import mixture, pipeline
 from medjax.data.transforms import Example
