@@ -15,7 +15,21 @@ from __future__ import annotations
 
 import importlib
 
+from medjax import paths
+
 EXTRA = "pip install 'medjax[hf]'"
+
+
+def local_dir(path: str, field: str) -> str:
+  """`path` (of `field`=hf:PATH) as an absolute local directory; transformers reads only those
+  here (never the Hub: medjax reads only what the user pointed at)."""
+  if paths.is_url(path):
+    raise ValueError(f"{field}=hf:{path}: Hugging Face models are read from a local directory; "
+                     "copy it there first")
+  out = paths.path(path)
+  if not out.is_dir():
+    raise FileNotFoundError(f"{field}=hf:{path}: no such directory")
+  return str(out)
 
 
 def require(*modules: str) -> list:

@@ -112,7 +112,12 @@ def tower_from_hf(arch: Arch, state: dict[str, np.ndarray], expected: dict[str, 
     if medjax not in expected:
       problems.append(f"HF tensor {hf} has no medjax param {medjax}: the tower options differ")
       continue
-    value, extra = to_medjax(kind, state[hf], expected[medjax], state, arch)
+    try:
+      value, extra = to_medjax(kind, state[hf], expected[medjax], state, arch)
+    except (ValueError, KeyError) as e:  # a layout that cannot be read as medjax's
+      problems.append(f"{hf} {tuple(state[hf].shape)} -> medjax {medjax} "
+                      f"{tuple(expected[medjax])}: {e}")
+      continue
     used |= {hf, *extra}
     if tuple(value.shape) != tuple(expected[medjax]):
       problems.append(f"{hf} {tuple(state[hf].shape)} -> medjax {medjax} "

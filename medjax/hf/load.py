@@ -5,7 +5,8 @@ of a class in `names.ARCHS` replaces medjax's image or text tower; every other p
 initial value. The medjax config must describe the same tower (widths, depth, options such as
 the class token or post-LN blocks): a mismatch is refused with the `--config` flags that fix it,
 a tensor that does not fit with its names. A text tower also needs its own tokenizer
-(`--config.data.tokenizer=hf:DIR`): its embedding rows are WordPiece ids.
+(`--config.data.tokenizer=hf:DIR`, or the sentencepiece file of a medjax export): its embedding
+rows are that tokenizer's ids.
 
   medjax-train --config medmllm_s --workdir runs/raddino \\
       --config.init_from=hf:/models/rad-dino,hf:/models/cxr-bert \\
@@ -38,7 +39,7 @@ def towers(init_from: str, config, params: dict, abstract_params, logical_specs)
   for item in init_from.split(","):
     if not item.startswith(HF_PREFIX):
       raise ValueError(f"init_from={init_from!r}: {item!r} is not {HF_PREFIX}DIR")
-    path = item[len(HF_PREFIX):]
+    path = hf.local_dir(item[len(HF_PREFIX):], "init_from")
     name, hf_config = _arch(path, transformers)
     arch = names.ARCHS[name]
     if arch.tower in seen:
@@ -94,9 +95,9 @@ def config_problems(arch: names.Arch, tower_cfg, hf_config) -> list[tuple]:
 
 def _check_config(arch, config, hf_config, path: str) -> None:
   problems = config_problems(arch, config.model[arch.tower], hf_config)
-  if arch.tower == "text" and not config.data.tokenizer.startswith(HF_PREFIX):
+  if arch.tower == "text" and not config.data.tokenizer:  # not the one trained on the data
     problems.append(("data.tokenizer", f"{HF_PREFIX}{path}", "its embeddings are rows of its "
-                                                             "own tokenizer's ids"))
+                     "own tokenizer's ids (hf:DIR, or the sentencepiece file of a medjax export)"))
   if not problems:
     return
   prefix = lambda field: field if field.startswith("data.") else f"model.{arch.tower}.{field}"

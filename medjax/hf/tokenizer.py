@@ -30,6 +30,7 @@ class HfTokenizer(Framing):
 
   def __init__(self, path: str):
     (transformers,) = hf.require("transformers")
+    path = hf.local_dir(path, "data.tokenizer")
     loaded = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
     if not getattr(loaded, "is_fast", False):
       raise ValueError(f"data.tokenizer=hf:{path}: {type(loaded).__name__} has no fast "

@@ -15,6 +15,8 @@ from medjax import sharding
 from medjax.contract import study_text
 from medjax.data import mixture, pipeline
 from medjax.data.transforms import Example, pick_view
+from medjax.models import vit
+from medjax.train import checkpoint
 from medjax.train import state as state_lib
 
 torch = pytest.importorskip("torch", reason=HF_MISSING)
@@ -102,6 +104,25 @@ def test_model_card_lines_give_medjax_embeddings_on_real_studies(exported, tmp_p
   for name, ours in (("pooled_image", pooled_image), ("pooled_text", pooled_text),
                      ("image_emb", image_emb), ("text_emb", text_emb), ("logits", logits)):
     np.testing.assert_allclose(hf[name].numpy(), np.asarray(ours), atol=1e-4, err_msg=name)
+
+
+def test_the_exported_towers_import_back_into_medjax(exported):
+  cfg, ts, params, out, _ = exported
+  cfg = cfg.copy_and_resolve_references()
+  cfg.model.image.positions = "learned"  # SigLIP's table holds the sin-cos code
+  cfg.data.tokenizer = str(out / "text_encoder" / "tokenizer.model")
+  back = state_lib.setup(cfg, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
+  start = random_params(back.abstract_state["params"], seed=2)
+  loaded = checkpoint.load_params(f"hf:{out}/image_encoder,hf:{out}/text_encoder",
+                                  back.abstract_state["params"], back.logical_specs,
+                                  config=cfg, params=start)
+  image = dict(loaded["image"])
+  grid = cfg.model.image.image_size // cfg.model.image.patch_size
+  np.testing.assert_allclose(image.pop("positions"), vit.sincos_2d(grid, grid, 32), atol=1e-6)
+  for tower, ours in (("image", image), ("text", loaded["text"])):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), ours,
+                 params[tower])
+  jax.tree.map(np.testing.assert_array_equal, loaded["image_head"], start["image_head"])
 
 
 def test_class_token_and_post_ln_towers_export_as_dinov2_and_bert(covid_data_dir, tmp_path):
