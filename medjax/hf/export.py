@@ -41,8 +41,11 @@ HEADS = {"image_head": "image_projection.weight", "text_head": "text_projection.
 
 
 def _safetensors(tensors: dict, target) -> None:
-  data = safetensors.numpy.save({k: np.ascontiguousarray(v, np.float32)
-                                 for k, v in tensors.items()}, metadata={"format": "pt"})
+  """float32 tensors as a safetensors file transformers loads (format "pt"); scalars stay 0-d."""
+  contiguous = lambda v: np.ascontiguousarray(v, np.float32) if np.ndim(v) else np.asarray(
+      v, np.float32)
+  data = safetensors.numpy.save({k: contiguous(v) for k, v in tensors.items()},
+                                metadata={"format": "pt"})
   paths.write_atomic(target, data)
 
 

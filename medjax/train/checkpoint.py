@@ -21,7 +21,7 @@ from flax import traverse_util
 from jax.experimental import multihost_utils
 
 from medjax import named_params, sharding
-from medjax.configs.resolve import HF_PREFIX, MAY_DIFFER_ON_RESUME
+from medjax.configs.resolve import HF_PREFIX, MAY_DIFFER_ON_RESUME, TOWER_OPTIONS
 from medjax.train import state as state_lib
 
 
@@ -63,6 +63,10 @@ def check_compatible(saved_meta: dict, meta: dict, where: str) -> None:
   except those of MAY_DIFFER_ON_RESUME (how a run runs, not what it learns)."""
   old, new = (traverse_util.flatten_dict(c, sep=".")
               for c in (saved_meta.get("config", {}), meta["config"]))
+  for tower, options in TOWER_OPTIONS.items():  # runs saved before these options existed
+    for name, default in options.items():
+      if old:
+        old.setdefault(f"model.{tower}.{name}", default)
   free = lambda k: any(k == f or k.startswith(f + ".") for f in MAY_DIFFER_ON_RESUME)
   diff = sorted(k for k in set(old) | set(new)
                 if not free(k) and _norm(old.get(k)) != _norm(new.get(k)))
