@@ -1,7 +1,8 @@
 """Hugging Face interop: export medjax towers as transformers models, import pretrained ones.
 
-  export.py     medjax-export --format hf: SiglipVisionModel + MegatronBertModel (or BertModel)
-                directories, projections, tokenizer, preprocessor config and model card
+  export.py     medjax-export --format hf: SiglipVisionModel (Dinov2Model with a class token)
+                and MegatronBertModel (BertModel if post-LN) directories, projections,
+                tokenizer, preprocessor config and model card
   load.py       --config.init_from=hf:DIR: ViTModel, Dinov2Model, SiglipVisionModel, BertModel
                 or MegatronBertModel weights into a medjax tower
   tokenizer.py  --config.data.tokenizer=hf:DIR: a Hugging Face (WordPiece) tokenizer in the
