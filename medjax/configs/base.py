@@ -15,6 +15,30 @@ from medjax.configs import common
 # Where data_prep writes converted datasets unless --config.data.dir says otherwise.
 DEFAULT_DATA_DIR = os.environ.get("MEDJAX_DATA_DIR", os.path.expanduser("~/medjax_data"))
 
+# Tower options beyond medjax's own towers (the defaults), for towers imported from Hugging Face
+# (--config.init_from=hf:PATH, medjax/hf); model.image / model.text hold them. A config that sets
+# model.image or model.text as a whole dict without them gets these (configs.resolve).
+IMAGE_OPTIONS = dict(
+    # A learned token before the patches (ViT, DINOv2); the pooled image feature is then its
+    # final state instead of the mean of the patch tokens.
+    class_token=False,
+    # "sincos": the fixed 2-D code, computed for any patch grid. "learned": a table for the
+    # image_size / patch_size grid, resized bicubically (as PyTorch does) for other grids.
+    positions="sincos",
+    # 0 = none; else a learned per-channel scale on each residual branch starting at this value
+    # (LayerScale of CaiT / DINOv2).
+    layer_scale=0.0,
+    norm_eps=1e-6,  # LayerNorm epsilon (Hugging Face ViT: 1e-12)
+    mlp_act="gelu_tanh",  # "gelu_tanh" (tanh approximation) or "gelu" (exact erf: ViT, DINOv2)
+)
+TEXT_OPTIONS = dict(
+    # "pre": LayerNorm before each sub-layer and after the last block (medjax, Megatron-BERT).
+    # "post": LayerNorm after each residual sum and of the embeddings (BERT, PubMedBERT).
+    norm="pre",
+    norm_eps=1e-6,  # LayerNorm epsilon (BERT: 1e-12)
+    mlp_act="gelu_tanh",  # "gelu" (exact erf) for BERT
+)
+
 
 def get_config(arg=None):
   common.parse_arg(arg)  # base takes no arg: one given is an error, not silently dropped
@@ -37,6 +61,8 @@ def get_config(arg=None):
   # units interleave in proportion), split defaults to the one asked for. () = just data.name.
   c.data.sources = ()
   # sentencepiece file; '' = the one data_prep trained beside the records (first source)
+  # "hf:DIR": the WordPiece tokenizer of a Hugging Face text tower (BERT's [CLS] / [SEP] are
+  # BOS / EOS), what a text tower imported with init_from=hf:DIR was trained with.
   c.data.tokenizer = ""
   # Image size, channels and patch size are the model's (model.image): see the module docstring.
   # Text = findings + impression, else notes; the two sections also go separately.
@@ -73,8 +99,9 @@ def get_config(arg=None):
   # image_size: the resolution the pipeline makes and the model trains at (the ViT itself takes
   # any multiple of the patch size). channels: 1, chest X-rays are grayscale.
   c.model.image = dict(width=768, depth=12, heads=12, mlp_dim=3072, patch_size=16,
-                       channels=1, image_size=224)
-  c.model.text = dict(vocab_size=32000, width=768, depth=12, heads=12, mlp_dim=3072, max_len=128)
+                       channels=1, image_size=224, **IMAGE_OPTIONS)
+  c.model.text = dict(vocab_size=32000, width=768, depth=12, heads=12, mlp_dim=3072, max_len=128,
+                      **TEXT_OPTIONS)
   c.model.decoder = dict(width=768, depth=6, heads=12, mlp_dim=3072, max_len=128)
   # MAE: fraction of patches hidden from the image encoder; batch['mae_noise'] picks which.
   c.model.mask_ratio = 0.75
@@ -137,7 +164,11 @@ def get_config(arg=None):
   c.log_every = 10  # steps between metric writes (each one syncs the host)
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
-  c.init_from = ""  # a workdir, step dir or export: start from its params (not its optimizer)
+  # A workdir, step dir or export: start from its params (not its optimizer). "hf:DIR" (or two,
+  # "hf:DIR,hf:DIR"): a Hugging Face image tower (ViTModel, Dinov2Model, SiglipVisionModel) or
+  # text tower (BertModel, MegatronBertModel) replaces medjax's, the rest starts from init
+  # (medjax/hf/load.py; the tower options above must match the model's, the error says how).
+  c.init_from = ""
   # init_from weights of another dtype are refused when the cast could lose information
   # (int32, or float64 into float32); True converts them anyway. Non-finite weights are
   # always refused.

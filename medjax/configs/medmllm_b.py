@@ -14,8 +14,8 @@ def get_config(arg=None):
   c.batch_size = 512
   c.mesh = dict(data=1, fsdp=-1, tensor=1)  # FSDP over every device: 0.27B params + Adam
   c.model.dtype = "bfloat16"
-  c.model.image = dict(vit.size("B/16"), channels=1, image_size=224)
-  c.model.text = dict(vocab_size=32000, width=768, depth=12, heads=12, mlp_dim=3072, max_len=128)
+  c.model.image.update(vit.size("B/16"), channels=1, image_size=224)
+  c.model.text.update(vocab_size=32000, width=768, depth=12, heads=12, mlp_dim=3072, max_len=128)
   c.model.decoder = dict(width=768, depth=6, heads=12, mlp_dim=3072, max_len=128)
   c.optim.warmup_steps = 1000
   c.log_every = 50

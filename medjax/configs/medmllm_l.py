@@ -29,8 +29,8 @@ def get_config(arg=None):
   c.model.dtype = "bfloat16"
   c.model.remat = True
   c.model.proj_dim = 512
-  c.model.image = dict(vit.size("L/16"), channels=1, image_size=224)
-  c.model.text = dict(vocab_size=32000, width=1024, depth=24, heads=16, mlp_dim=4096, max_len=128)
+  c.model.image.update(vit.size("L/16"), channels=1, image_size=224)
+  c.model.text.update(vocab_size=32000, width=1024, depth=24, heads=16, mlp_dim=4096, max_len=128)
   c.model.decoder = dict(width=1024, depth=12, heads=16, mlp_dim=4096, max_len=128)
   c.optim.lr = 3e-4
   c.optim.warmup_steps = 2000

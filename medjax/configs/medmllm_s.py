@@ -29,9 +29,9 @@ def get_config(arg=None):
   c.data.sources = base.medmllm_sources()
   c.data.text_len = 128
   c.model.proj_dim = 128
-  c.model.image = dict(width=192, depth=6, heads=3, mlp_dim=768, patch_size=16, channels=1,
+  c.model.image.update(width=192, depth=6, heads=3, mlp_dim=768, patch_size=16, channels=1,
                        image_size=128)
-  c.model.text = dict(vocab_size=4096, width=192, depth=4, heads=3, mlp_dim=768, max_len=128)
+  c.model.text.update(vocab_size=4096, width=192, depth=4, heads=3, mlp_dim=768, max_len=128)
   c.model.decoder = dict(width=192, depth=2, heads=3, mlp_dim=768, max_len=128)
   c.optim.lr = 5e-4
   c.optim.warmup_steps = 30

@@ -16,9 +16,9 @@ def get_config(arg=None):
   c.batch_size = 16
   c.data.text_len = 64
   c.model.proj_dim = 32
-  c.model.image = dict(width=64, depth=2, heads=2, mlp_dim=128, patch_size=16, channels=1,
+  c.model.image.update(width=64, depth=2, heads=2, mlp_dim=128, patch_size=16, channels=1,
                        image_size=64)
-  c.model.text = dict(vocab_size=4096, width=64, depth=2, heads=2, mlp_dim=128, max_len=64)
+  c.model.text.update(vocab_size=4096, width=64, depth=2, heads=2, mlp_dim=128, max_len=64)
   c.model.decoder = dict(width=64, depth=1, heads=2, mlp_dim=128, max_len=64)
   c.optim.lr = 1e-3
   c.optim.warmup_steps = 5

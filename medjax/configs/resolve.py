@@ -3,6 +3,8 @@ whole config checked, before any device or file work. Every entry point calls `r
 
 Derived (never set by hand): `data.image_size`, `data.channels` and `data.patch_size` are the
 model's (`model.image.*`): the pipeline makes images and MAE noise for the model it feeds.
+Tower options a config leaves out of `model.image` / `model.text` (configs that set them as a
+whole dict) take their defaults from `base.IMAGE_OPTIONS` / `base.TEXT_OPTIONS`.
 """
 from __future__ import annotations
 
@@ -11,11 +13,17 @@ import math
 import ml_collections
 
 from medjax import contract
+from medjax.configs import base
 
 _DERIVED = {"data.image_size": "model.image.image_size", "data.channels": "model.image.channels",
             "data.patch_size": "model.image.patch_size"}
 NORMALIZE = ("dataset", "per_image")  # data.normalize
 DTYPES = ("float32", "bfloat16")  # model.dtype
+POSITIONS = ("sincos", "learned")  # model.image.positions
+NORMS = ("pre", "post")  # model.text.norm
+MLP_ACTS = ("gelu_tanh", "gelu")  # model.<tower>.mlp_act
+TOWER_OPTIONS = {"image": base.IMAGE_OPTIONS, "text": base.TEXT_OPTIONS}
+HF_PREFIX = "hf:"  # init_from / data.tokenizer: a Hugging Face model directory
 # Fields a run may change when it resumes in the same workdir: how it runs, not what it learns.
 MAY_DIFFER_ON_RESUME = ("total_steps", "mesh", "log_every", "checkpoint_every",
                         "keep_checkpoints", "init_from", "init_from_cast",
@@ -42,6 +50,10 @@ def resolved(config) -> ml_collections.ConfigDict:
     for target, source in _DERIVED.items():
       section, name = target.split(".")
       out[section][name] = _get(out, source)
+    for tower, options in TOWER_OPTIONS.items():
+      for name, default in options.items():
+        if name not in out.model[tower]:
+          out.model[tower][name] = default
   validate(out)
   return out
 
@@ -93,8 +105,16 @@ def validate(config) -> None:
     _int(config, f"model.{tower}.depth", low=0 if tower == "decoder" else 1)
     width, heads = m[tower].get("width", m.text.width), m[tower].heads
     _check(width % heads == 0, f"model.{tower}.heads", heads, f"must divide the width {width}")
-  _check(m.image.width % 4 == 0, "model.image.width", m.image.width,
-         "must be divisible by 4 (2-D sin-cos positions)")
+  _one_of(config, "model.image.positions", POSITIONS)
+  _check(m.image.positions != "sincos" or m.image.width % 4 == 0, "model.image.width",
+         m.image.width, "must be divisible by 4 (2-D sin-cos positions)")
+  _check(isinstance(m.image.class_token, bool), "model.image.class_token", m.image.class_token,
+         "must be True or False")
+  _real(config, "model.image.layer_scale", 0, math.inf, open_high=True)
+  _one_of(config, "model.text.norm", NORMS)
+  for tower in TOWER_OPTIONS:
+    _real(config, f"model.{tower}.norm_eps", 0, 1, open_low=True, open_high=True)
+    _one_of(config, f"model.{tower}.mlp_act", MLP_ACTS)
   _int(config, "model.image.patch_size")
   _int(config, "model.image.channels")
   _check(m.image.image_size % m.image.patch_size == 0, "model.image.image_size",
@@ -117,6 +137,13 @@ def validate(config) -> None:
   _check(not unknown, "data.withheld_labels", tuple(d.withheld_labels),
          f"{sorted(unknown)} are not labels; labels are {list(contract.LABELS)}")
   _int(config, "data.num_workers", low=0)
+  _check(not d.tokenizer.startswith(HF_PREFIX) or len(d.tokenizer) > len(HF_PREFIX),
+         "data.tokenizer", d.tokenizer, f"'{HF_PREFIX}' needs a directory after it")
+  hf = [p for p in config.init_from.split(",") if p.startswith(HF_PREFIX)]
+  if hf:
+    _check(len(hf) <= 2 and len(hf) == len(config.init_from.split(","))
+           and all(len(p) > len(HF_PREFIX) for p in hf), "init_from", config.init_from,
+           f"'{HF_PREFIX}DIR' or '{HF_PREFIX}DIR,{HF_PREFIX}DIR' (an image and a text tower)")
   _int(config, "data.prefetch_buffer", low=0)
 
   o = config.optim

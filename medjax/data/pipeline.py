@@ -22,6 +22,7 @@ import jax
 import tensorflow_datasets as tfds
 from absl import flags
 
+from medjax.configs.resolve import HF_PREFIX
 from medjax.data import mixture, sampler
 from medjax.data.tokenizer import Tokenizer
 from medjax.data.transforms import Example
@@ -38,6 +39,9 @@ def tokenizer_path(data_cfg) -> Path:
 
 
 def load_tokenizer(data_cfg) -> Tokenizer:
+  if data_cfg.tokenizer.startswith(HF_PREFIX):  # a Hugging Face model's own (medjax/hf)
+    from medjax.hf.tokenizer import HfTokenizer
+    return HfTokenizer(data_cfg.tokenizer[len(HF_PREFIX):])
   path = tokenizer_path(data_cfg)
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no tokenizer; train one with medjax-prepare tokenizer")

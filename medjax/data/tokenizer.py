@@ -1,4 +1,8 @@
-"""Sentencepiece tokenizer with fixed-length BOS ... EOS encoding for the text towers."""
+"""Sentencepiece tokenizer with fixed-length BOS ... EOS encoding for the text towers.
+
+`Framing` is that encoding on top of any tokenizer's pieces: medjax's sentencepiece `Tokenizer`
+here, a Hugging Face one in medjax/hf/tokenizer.py (`data.tokenizer=hf:DIR`).
+"""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +15,28 @@ import sentencepiece as spm
 from medjax.contract import MASK
 
 
-class Tokenizer:
+class Framing:
+  """`encode` and `decode` of the text towers' fixed-length ids. Subclasses provide pieces(),
+  _detokenize() and the special ids (pad_id, bos_id, eos_id, mask_id, unk_id)."""
+
+  def encode(self, text: str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """BOS + pieces + EOS, cut to `max_len` (EOS stays last) and padded: (ids int32, mask bool)."""
+    if max_len < 2:
+      raise ValueError(f"max_len must leave room for BOS and EOS, got {max_len}")
+    pieces = self.pieces(text)[:max_len - 2]
+    ids = np.full(max_len, self.pad_id, np.int32)
+    ids[:len(pieces) + 2] = [self.bos_id, *pieces, self.eos_id]
+    return ids, np.arange(max_len) < len(pieces) + 2
+
+  def decode(self, ids) -> str:
+    """Text up to the first EOS, without BOS and padding."""
+    ids = [int(i) for i in np.asarray(ids).reshape(-1)]
+    if self.eos_id in ids:
+      ids = ids[:ids.index(self.eos_id)]
+    return self._detokenize([i for i in ids if i not in (self.pad_id, self.bos_id)])
+
+
+class Tokenizer(Framing):
   """Wraps a sentencepiece model (bytes or a file path) trained by medjax-prepare tokenizer."""
 
   def __init__(self, model: bytes | str | os.PathLike):
@@ -59,18 +84,5 @@ class Tokenizer:
     """Piece ids of `text`, without BOS/EOS or truncation."""
     return self._sp.encode(text, out_type=int)
 
-  def encode(self, text: str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """BOS + pieces + EOS, cut to `max_len` (EOS stays last) and padded: (ids int32, mask bool)."""
-    if max_len < 2:
-      raise ValueError(f"max_len must leave room for BOS and EOS, got {max_len}")
-    pieces = self.pieces(text)[:max_len - 2]
-    ids = np.full(max_len, self.pad_id, np.int32)
-    ids[:len(pieces) + 2] = [self.bos_id, *pieces, self.eos_id]
-    return ids, np.arange(max_len) < len(pieces) + 2
-
-  def decode(self, ids) -> str:
-    """Text up to the first EOS, without BOS and padding."""
-    ids = [int(i) for i in np.asarray(ids).reshape(-1)]
-    if self.eos_id in ids:
-      ids = ids[:ids.index(self.eos_id)]
-    return self._sp.decode([i for i in ids if i not in (self.pad_id, self.bos_id)])
+  def _detokenize(self, ids: list[int]) -> str:
+    return self._sp.decode(ids)

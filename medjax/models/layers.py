@@ -1,4 +1,4 @@
-"""Transformer pieces shared by the towers: MLP, attention, pre-LayerNorm block.
+"""Transformer pieces shared by the towers: MLP, attention, transformer block.
 
 Every parameter carries logical axis names (see ``medjax.sharding.LOGICAL_AXIS_RULES``), so the
 trainer can derive its placement from ``nnx.get_partition_spec`` alone.
@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from medjax import sharding
+from medjax.configs.resolve import MLP_ACTS, NORMS
 
 RESIDUAL = ("batch", "act_length", "act_embed")
 
@@ -27,6 +28,21 @@ class StackOptions:
   and what FLOP counting needs, since XLA's cost analysis counts a loop body once."""
   remat: bool = False
   scan: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockOptions:
+  """How a tower's blocks are built (model.image.* / model.text.*, medjax/configs/base.py). The
+  defaults are medjax's own blocks; the others hold towers imported from Hugging Face exactly.
+
+  norm: "pre" (x + f(LN(x)), medjax, ViT, DINOv2) or "post" (LN(x + f(x)), BERT).
+  norm_eps: the LayerNorms' epsilon. mlp_act: "gelu_tanh" (tanh approximation) or "gelu"
+  (exact erf). layer_scale: 0 = none, else a learned per-channel scale on every residual branch,
+  initialised to this value (CaiT, DINOv2)."""
+  norm: str = "pre"
+  norm_eps: float = 1e-6
+  mlp_act: str = "gelu_tanh"
+  layer_scale: float = 0.0
 
 
 def partitioned(initializer, *axes: str):
@@ -48,9 +64,10 @@ def dense(in_features: int | Sequence[int], out_features: int | Sequence[int],
       dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
-def layer_norm(width: int, *, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+def layer_norm(width: int, *, eps: float = 1e-6, dtype, param_dtype,
+               rngs: nnx.Rngs) -> nnx.LayerNorm:
   return nnx.LayerNorm(
-      width, epsilon=1e-6, dtype=dtype, param_dtype=param_dtype,
+      width, epsilon=eps, dtype=dtype, param_dtype=param_dtype,
       scale_init=partitioned(nnx.initializers.ones_init(), "embed"),
       bias_init=partitioned(nnx.initializers.zeros_init(), "embed"), rngs=rngs)
 
@@ -61,16 +78,19 @@ def padding_mask(mask: jax.Array) -> jax.Array:
 
 
 class Mlp(nnx.Module):
-  """Two-layer GELU MLP."""
+  """Two-layer GELU MLP; `act` "gelu_tanh" (tanh approximation) or "gelu" (exact erf)."""
 
-  def __init__(self, width: int, mlp_dim: int, *, dtype=jnp.float32, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
+  def __init__(self, width: int, mlp_dim: int, *, act: str = "gelu_tanh", dtype=jnp.float32,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    if act not in MLP_ACTS:
+      raise ValueError(f"MLP activation {act!r}: expected one of {MLP_ACTS}")
+    self.approximate = act == "gelu_tanh"
     self.up = dense(width, mlp_dim, ("embed",), ("mlp",), **kw)
     self.down = dense(mlp_dim, width, ("mlp",), ("embed",), **kw)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    h = nnx.gelu(self.up(x))
+    h = nnx.gelu(self.up(x), approximate=self.approximate)
     h = sharding.constrain(h, ("batch", "act_length", "act_mlp"))
     return self.down(h)
 
@@ -102,19 +122,38 @@ class Attention(nnx.Module):
 
 
 class Block(nnx.Module):
-  """Pre-LayerNorm transformer block: self-attention, optional cross-attention, MLP."""
+  """Transformer block: self-attention, optional cross-attention, MLP; pre-LayerNorm unless
+  `options` say otherwise (BlockOptions)."""
 
   def __init__(self, width: int, heads: int, mlp_dim: int, *, causal: bool = False,
-               cross: bool = False, dtype=jnp.float32, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               cross: bool = False, options: BlockOptions = BlockOptions(), dtype=jnp.float32,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    norm = lambda: layer_norm(width, eps=options.norm_eps, **kw)
+    if options.norm not in NORMS:
+      raise ValueError(f"block norm {options.norm!r}: expected one of {NORMS}")
     self.causal = causal
-    self.norm_attn = layer_norm(width, **kw)
+    self.post_norm = options.norm == "post"
+    self.norm_attn = norm()
     self.attn = Attention(width, heads, **kw)
-    self.norm_cross = layer_norm(width, **kw) if cross else None
+    self.norm_cross = norm() if cross else None
     self.cross = Attention(width, heads, **kw) if cross else None
-    self.norm_mlp = layer_norm(width, **kw)
-    self.mlp = Mlp(width, mlp_dim, **kw)
+    self.norm_mlp = norm()
+    self.mlp = Mlp(width, mlp_dim, act=options.mlp_act, **kw)
+    # LayerScale: one learned scale per channel and residual branch (only when asked for, so
+    # medjax's own towers keep their parameters and initial values).
+    scale = lambda: (nnx.Param(partitioned(nnx.initializers.constant(options.layer_scale),
+                                           "embed")(rngs.params(), (width,), param_dtype))
+                     if options.layer_scale else None)
+    self.scale_attn = scale()
+    self.scale_cross = scale() if cross else None
+    self.scale_mlp = scale()
+
+  def _residual(self, x, branch, norm, scale):
+    """x + branch, the LayerNorm before the branch (pre) or after the sum (post)."""
+    if self.post_norm:
+      return norm(x + _scaled(branch(x), scale))
+    return x + _scaled(branch(norm(x)), scale)
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None,
                context: jax.Array | None = None,
@@ -123,22 +162,30 @@ class Block(nnx.Module):
     context_mask ([B, 1, 1, S]) when it has padding (e.g. text states)."""
     if (self.cross is None) != (context is None):
       raise ValueError("a context must be given exactly when the block has cross-attention")
-    x = x + self.attn(self.norm_attn(x), mask=mask, is_causal=self.causal)
+    x = self._residual(x, lambda h: self.attn(h, mask=mask, is_causal=self.causal),
+                       self.norm_attn, self.scale_attn)
     if self.cross is not None:
-      x = x + self.cross(self.norm_cross(x), context, mask=context_mask)
-    x = x + self.mlp(self.norm_mlp(x))
+      x = self._residual(x, lambda h: self.cross(h, context, mask=context_mask),
+                         self.norm_cross, self.scale_cross)
+    x = self._residual(x, self.mlp, self.norm_mlp, self.scale_mlp)
     return sharding.constrain(x, RESIDUAL)
+
+
+def _scaled(x: jax.Array, scale: nnx.Param | None) -> jax.Array:
+  return x if scale is None else x * scale[...].astype(x.dtype)
 
 
 class Stack(nnx.Module):
   """``depth`` identical blocks, parameters stacked on a leading ``layers`` axis, applied with a
   scan: the traced graph, init time and compile time stay those of one block at any depth.
 
-  `options` (StackOptions): remat, and scanned or unrolled.
+  `options` (StackOptions): remat, and scanned or unrolled; `block` (BlockOptions): how each
+  block is built.
   """
 
   def __init__(self, depth: int, width: int, heads: int, mlp_dim: int, *, causal: bool = False,
-               cross: bool = False, options: StackOptions = StackOptions(), dtype=jnp.float32,
+               cross: bool = False, options: StackOptions = StackOptions(),
+               block: BlockOptions = BlockOptions(), dtype=jnp.float32,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
     self.depth = depth
     self.options = options
@@ -146,8 +193,8 @@ class Stack(nnx.Module):
     @nnx.split_rngs(splits=depth)
     @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
     def create(rngs):
-      return Block(width, heads, mlp_dim, causal=causal, cross=cross, dtype=dtype,
-                   param_dtype=param_dtype, rngs=rngs)
+      return Block(width, heads, mlp_dim, causal=causal, cross=cross, options=block,
+                   dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     self.layers = create(rngs)
 

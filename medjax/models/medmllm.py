@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from medjax.configs import base
 from medjax.models import forward, layers
 from medjax.models.forward import OUTPUTS  # noqa: F401  (public: what __call__ can return)
 from medjax.models.fusion import Fusion
@@ -33,7 +34,8 @@ def _l2_normalize(x: jax.Array) -> jax.Array:
 class MedMLLM(nnx.Module):
   """The full model, built from the ``model`` sub-config (documented in medjax/configs/base.py):
   dtype, remat, scan_layers, proj_dim, mask_ratio, image (width, depth, heads, mlp_dim, patch_size,
-  channels), text (vocab_size, width, depth, heads, mlp_dim, max_len), decoder (width, depth,
+  channels, image_size and base.IMAGE_OPTIONS), text (vocab_size, width, depth, heads, mlp_dim,
+  max_len and base.TEXT_OPTIONS), decoder (width, depth,
   heads, mlp_dim, max_len; shares the text vocabulary), mae_decoder (width, depth, heads,
   mlp_dim) and fusion (depth, heads, mlp_dim; at the text width). Depth 0 = no such module.
 
@@ -45,11 +47,20 @@ class MedMLLM(nnx.Module):
     kw = dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.float32, rngs=rngs)
     tower = dict(kw, stack=layers.StackOptions(remat=cfg.remat, scan=cfg.scan_layers))
     im, tx, de, md, fu = cfg.image, cfg.text, cfg.decoder, cfg.mae_decoder, cfg.fusion
+    # Options an unresolved config may lack (configs.resolve fills them from the same defaults).
+    io, to = ({**defaults, **tower_cfg} for defaults, tower_cfg in (
+        (base.IMAGE_OPTIONS, im), (base.TEXT_OPTIONS, tx)))
     self.mask_ratio = cfg.mask_ratio
-    self.image = ViT(im.width, im.depth, im.heads, im.mlp_dim, im.patch_size, im.channels,
-                     **tower)
-    self.text = TextEncoder(tx.vocab_size, tx.width, tx.depth, tx.heads, tx.mlp_dim, tx.max_len,
-                            **tower)
+    self.image = ViT(
+        im.width, im.depth, im.heads, im.mlp_dim, im.patch_size, im.channels,
+        class_token=io["class_token"], positions=io["positions"],
+        grid=im.image_size // im.patch_size,
+        block=layers.BlockOptions(norm_eps=io["norm_eps"], mlp_act=io["mlp_act"],
+                                  layer_scale=io["layer_scale"]), **tower)
+    self.text = TextEncoder(
+        tx.vocab_size, tx.width, tx.depth, tx.heads, tx.mlp_dim, tx.max_len,
+        block=layers.BlockOptions(norm=to["norm"], norm_eps=to["norm_eps"],
+                                  mlp_act=to["mlp_act"]), **tower)
     decoder = de.depth > 0
     self.decoder = (TextDecoder(tx.vocab_size, de.width, de.depth, de.heads, de.mlp_dim,
                                 de.max_len, **tower) if decoder else None)

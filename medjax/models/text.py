@@ -44,20 +44,28 @@ class TextEncoder(nnx.Module):
 
   Attention only looks at real tokens, so padding never changes the outputs at real positions.
   The pooled vector is the state at position 0, where the tokenizer puts BOS (used as CLS).
+  `block` (layers.BlockOptions): pre-LN blocks and a final LayerNorm (medjax's own), or post-LN
+  blocks after a LayerNorm of the embeddings (BERT); norm epsilon, MLP activation.
   """
 
   def __init__(self, vocab_size: int, width: int, depth: int, heads: int, mlp_dim: int,
-               max_len: int, *, dtype=jnp.float32, param_dtype=jnp.float32,
+               max_len: int, *, block: layers.BlockOptions = layers.BlockOptions(),
+               dtype=jnp.float32, param_dtype=jnp.float32,
                stack: layers.StackOptions = layers.StackOptions(), rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.embed = _Embedding(vocab_size, width, max_len, **kw)
-    self.blocks = layers.Stack(depth, width, heads, mlp_dim, options=stack, **kw)
-    self.norm = layers.layer_norm(width, **kw)
+    self.blocks = layers.Stack(depth, width, heads, mlp_dim, options=stack, block=block, **kw)
+    post = block.norm == "post"
+    self.norm = None if post else layers.layer_norm(width, eps=block.norm_eps, **kw)
+    self.embed_norm = layers.layer_norm(width, eps=block.norm_eps, **kw) if post else None
 
   def __call__(self, ids: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     x = self.embed(ids)
-    x = self.blocks(x, layers.padding_mask(mask))
-    states = self.norm(x)
+    if self.embed_norm is not None:
+      x = self.embed_norm(x)
+    states = self.blocks(x, layers.padding_mask(mask))
+    if self.norm is not None:
+      states = self.norm(states)
     return states, states[:, 0].astype(jnp.float32)
 
   def logits(self, states: jax.Array) -> jax.Array:

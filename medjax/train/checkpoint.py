@@ -21,7 +21,7 @@ from flax import traverse_util
 from jax.experimental import multihost_utils
 
 from medjax import paths
-from medjax.configs.resolve import MAY_DIFFER_ON_RESUME
+from medjax.configs.resolve import MAY_DIFFER_ON_RESUME, TOWER_OPTIONS
 from medjax.train import preemption
 
 
@@ -95,6 +95,9 @@ def check_compatible(saved_meta: dict, meta: dict, where: str) -> None:
   must be equal except MAY_DIFFER_ON_RESUME: how a run runs, not what it learns) or data."""
   old, new = (traverse_util.flatten_dict(c, sep=".")
               for c in (saved_meta.get("config", {}), meta["config"]))
+  if old:  # a run saved before the tower options existed has their defaults
+    old.update({f"model.{t}.{k}": v for t, options in TOWER_OPTIONS.items()
+                for k, v in options.items() if f"model.{t}.{k}" not in old})
   free = lambda k: any(k == f or k.startswith(f + ".") for f in MAY_DIFFER_ON_RESUME)
   diff = sorted(k for k in set(old) | set(new)
                 if not free(k) and _norm(old.get(k)) != _norm(new.get(k)))

@@ -79,7 +79,8 @@ def train(config, workdir, devices=None) -> list[dict]:
     state = state_lib.init(config, ts)
     if config.init_from:
       state["params"] = weights.load_params(config.init_from, ts.abstract_state["params"],
-                                            ts.logical_specs, allow_cast=config.init_from_cast)
+                                            ts.logical_specs, allow_cast=config.init_from_cast,
+                                            config=config, params=state["params"])
       logging.info("Params from %s; optimizer and data start afresh.", config.init_from)
 
   # ---------------------------------------------------------------------------- Evaluators --

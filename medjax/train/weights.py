@@ -16,15 +16,22 @@ import orbax.checkpoint as ocp
 import safetensors.numpy
 
 from medjax import named_params, paths, sharding
+from medjax.configs.resolve import HF_PREFIX
 from medjax.data import pipeline
 from medjax.data.tokenizer import Tokenizer
 from medjax.train import checkpoint, state as state_lib
 
 
-def load_params(path, abstract_params, logical_specs, *, allow_cast: bool = False):
+def load_params(path, abstract_params, logical_specs, *, allow_cast: bool = False, config=None,
+                params=None):
   """Params only (no optimizer state, no data position) from `path`: a run's workdir (its newest
   complete step), one step directory, or an export (`medjax-export`: the directory or its
-  model.safetensors). `logical_specs` restacks an export's per-layer tensors."""
+  model.safetensors). `logical_specs` restacks an export's per-layer tensors.
+  `hf:DIR[,hf:DIR]`: Hugging Face towers put into `params` (the initial ones), checked against
+  `config` (medjax/hf/load.py)."""
+  if str(path).startswith(HF_PREFIX):
+    from medjax.hf import load  # torch and transformers: the hf extra, only when asked for
+    return load.towers(str(path), config, params, abstract_params, logical_specs)
   path = paths.path(path)
   weights = _export_weights(path)
   if weights is not None:
@@ -95,10 +102,14 @@ def load_model(config, path="", ts=None):
   `load_params`) or, when `path` is empty, a random init of `config.seed`. Pass `ts` to reuse
   one setup for several towers of one config."""
   ts = ts or state_lib.setup(config, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
-  if path:
+  if path and not str(path).startswith(HF_PREFIX):
     return ts, load_params(path, ts.abstract_state["params"], ts.logical_specs,
                            allow_cast=bool(config.get("init_from_cast", False)))
-  return ts, state_lib.init(config, ts)["params"]
+  params = state_lib.init(config, ts)["params"]
+  if path:  # Hugging Face towers replace their part of the init
+    params = load_params(path, ts.abstract_state["params"], ts.logical_specs, config=config,
+                         params=params)
+  return ts, params
 
 
 def load_tokenizer(config, path=""):

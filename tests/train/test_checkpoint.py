@@ -2,6 +2,7 @@
 
 Preemption tests run the trainer CLI in a subprocess on one CPU device (bit-reproducible), kill
 or signal it, resume, and compare with an uninterrupted run bit for bit."""
+import copy
 import json
 import signal
 import subprocess
@@ -211,3 +212,17 @@ def test_init_from_loads_params_only(covid_data_dir, tmp_path):
   second = _tiny(covid_data_dir, total_steps=2, log_every=1, init_from=str(tmp_path / "a"))
   history = trainer.train(second, str(tmp_path / "b"), devices=ONE)
   assert [h["step"] for h in history] == [1, 2]  # a new run: step, optimizer and data restart
+
+
+def test_runs_saved_before_the_tower_options_existed_still_resume():
+  config = resolve.resolved(medmllm_tiny.get_config())
+  meta = dict(config=config.to_dict())
+  saved = copy.deepcopy(meta)
+  for tower, options in resolve.TOWER_OPTIONS.items():
+    for name in options:
+      del saved["config"]["model"][tower][name]
+  checkpoint.check_compatible(saved, meta, "old run")  # the missing ones are the defaults
+  changed = copy.deepcopy(meta)
+  changed["config"]["model"]["text"]["norm"] = "post"
+  with pytest.raises(ValueError, match="model.text.norm"):
+    checkpoint.check_compatible(saved, changed, "old run")
