@@ -13,7 +13,9 @@ from pathlib import Path
 
 from medjax.data_prep import images
 
-_CPUS = os.cpu_count() or 1
+# More decoding processes than this only thrash (image decoding is CPU-bound; a few per CPU hide
+# file reads from network storage).
+_MAX_WORKERS = max(8, 4 * (os.cpu_count() or 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +37,8 @@ OPTIONS = {
     # A longest side under MIN_SIDE would shrink every X-ray to a few identical pixels.
     "max_side": Option(int, 512, f"0 (keep the size) or an integer >= {images.MIN_SIDE}",
                        lambda v: v == 0 or v >= images.MIN_SIDE, "longest image side"),
-    "num_workers": Option(int, 0, f"an integer in [0, {_CPUS}] (this machine's CPUs)",
-                          lambda v: 0 <= v <= _CPUS, "image decoding processes"),
+    "num_workers": Option(int, 0, f"an integer in [0, {_MAX_WORKERS}] (4 per CPU, at least 8)",
+                          lambda v: 0 <= v <= _MAX_WORKERS, "image decoding processes"),
     "max_pixels": Option(
         int, images.MAX_PIXELS, f"an integer >= {images.MIN_SIDE ** 2}",
         lambda v: v >= images.MIN_SIDE ** 2,
