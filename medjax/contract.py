@@ -69,6 +69,54 @@ def study_text(record) -> str:
   return "\n\n".join(report) if report else text_of(record, "notes")
 
 
+# ---- Sampling index (one file per split, beside its shards) ------------------------------------
+# What the sampler needs of every record, so that a run starts without reading the records:
+# data_prep writes it (its sha256 in manifest.json), medjax.data.mixture reads it.
+INDEX_VERSION = 1
+
+
+def index_file(name: str, split: str) -> str:
+  return f"{name}-{split}.index.json"
+
+
+def sampling_index(rows) -> dict:
+  """rows: (patient_id, study_id, has_image, has_text) of every record, in stored order -> the
+  JSON-able index: distinct `patients` in first-seen order, per record `patient_of` (its index
+  into `patients`), `has_image` and `has_text` (0/1), and the study ids of `unusable` records
+  (neither image nor text)."""
+  patients, patient_of, has_image, has_text, unusable = {}, [], [], [], []
+  for patient, study, image, text in rows:
+    patient_of.append(patients.setdefault(patient, len(patients)))
+    has_image.append(int(image))
+    has_text.append(int(text))
+    if not (image or text):
+      unusable.append(study)
+  return {"version": INDEX_VERSION, "records": len(patient_of), "patients": list(patients),
+          "patient_of": patient_of, "has_image": has_image, "has_text": has_text,
+          "unusable": unusable}
+
+
+def read_index(index: dict, where: str) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+  """`sampling_index`'s dict -> (patient id per record, has_image bool[N], has_text bool[N],
+  unusable study ids); ValueError naming `where` when it is not a complete index."""
+  try:
+    if index["version"] != INDEX_VERSION:
+      raise ValueError(f"version {index['version']}, expected {INDEX_VERSION}")
+    n, ids = int(index["records"]), [str(p) for p in index["patients"]]
+    of = np.asarray(index["patient_of"], np.int64)
+    flags = [np.asarray(index[k], np.int64) for k in ("has_image", "has_text")]
+    if of.shape != (n,) or (n and not 0 <= of.min() <= of.max() < len(ids)):
+      raise ValueError(f"patient_of does not give each of the {n} records a listed patient")
+    if any(f.shape != (n,) or not np.isin(f, (0, 1)).all() for f in flags):
+      raise ValueError(f"the flags do not hold one 0/1 entry per record of {n}")
+    patients = [ids[k] for k in of.tolist()]
+    unusable = [str(s) for s in index["unusable"]]
+  except (KeyError, TypeError, IndexError, ValueError) as e:
+    raise ValueError(f"{where}: not a valid sampling index ({type(e).__name__}: {e}); re-run "
+                     "the data_prep converter") from None
+  return patients, flags[0] > 0, flags[1] > 0, unusable
+
+
 # ---- Tokens -----------------------------------------------------------------------------------
 MASK = "[MASK]"  # a user-defined piece of every medjax tokenizer
 SPECIAL_IDS = {"pad_id": 0, "unk_id": 1, "bos_id": 2, "eos_id": 3}

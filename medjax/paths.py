@@ -31,6 +31,12 @@ def path(value: PathLike) -> epath.Path:
   return epath.Path(os.path.abspath(os.path.expanduser(text)))
 
 
+def cache_dir() -> epath.Path:
+  """Where medjax keeps what it can recompute (e.g. verified shard hashes): $MEDJAX_CACHE_DIR,
+  else ~/.cache/medjax."""
+  return path(os.environ.get("MEDJAX_CACHE_DIR") or "~/.cache/medjax")
+
+
 def write_atomic(target: PathLike, data: bytes | str) -> None:
   """Writes `data` to a temporary name beside `target`, then renames it over `target`: a reader
   sees the old file or the new one, never a half-written one."""

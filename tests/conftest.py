@@ -12,6 +12,11 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="medjax_jax_cache_")
   atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
+# Shard hashes the pipeline verifies (medjax.data.shards) are cached per session, not in ~/.cache.
+if "MEDJAX_CACHE_DIR" not in os.environ:
+  os.environ["MEDJAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="medjax_cache_")
+  atexit.register(shutil.rmtree, os.environ["MEDJAX_CACHE_DIR"], ignore_errors=True)
+
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402

@@ -80,7 +80,7 @@ def from_sources(data_cfg, sources: list[mixture.Source], tokenizer: Tokenizer, 
     pairs = " (same-patient pairs are never split)" if train else ""
     raise ValueError(f"global batch_size {batch_size} is not divisible by {unit} x process_count "
                      f"{process_count}{pairs}")
-  indexes = [mixture.scan(s) for s in sources]
+  indexes = [s.index if s.index is not None else mixture.scan(s) for s in sources]
   example = Example(data_cfg, tokenizer, train=train)
   if train:
     ds = mixture.train_units(sources, indexes, seed=seed, pairs=float(data_cfg.patient_pairs))

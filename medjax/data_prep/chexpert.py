@@ -55,12 +55,13 @@ class ChexpertCxr(builder.StudyBuilder):
       for n, row in table.rows:
         try:
           patient, study, rel = _ids(row["Path"])
+          image = tables.source_path(src, "Path", *rel.parts)
           labels = tables.chexpert_labels(row)
         except ValueError as e:
           skipped.append(tables.skip_entry(name, n, e))
           continue
         views[patient, study].append(
-            (n, src / rel, view_of(row["Frontal/Lateral"], row["AP/PA"]), labels))
+            (n, image, view_of(row["Frontal/Lateral"], row["AP/PA"]), labels))
       for (patient, study), rows in views.items():
         where = {"file": name, "row": rows[0][0], "id": study}
         if any(r[3] != rows[0][3] for r in rows):  # labels come from the one report per study

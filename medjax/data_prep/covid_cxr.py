@@ -62,9 +62,16 @@ class CovidCxr(builder.StudyBuilder):
       if not name:
         skipped.append({"row": i, "reason": f"empty {cols['file']!r} column"})
         continue
+      folder = raw.get("folder") or "images"
+      try:
+        tables.source_path(src, "folder", folder)
+        image = tables.source_path(src, cols["file"], folder, name)
+      except tables.CellError as e:
+        skipped.append({"row": i, "column": e.column, "reason": str(e)})
+        continue
       studies.append(builder.Study(
           study_id=name, patient_id=raw[cols["patient"]].strip(), where={"row": i},
-          images=(src / (raw.get("folder") or "images") / name,),
+          images=(image,),
           views=(schema.normalize_view(raw.get("view", "")),), notes=raw[cols["notes"]],
           labels=labels_of(label),
           outcomes={k: schema.outcome_code(raw[k]) for k in OUTCOMES}))

@@ -25,6 +25,21 @@ def _voi_range(arr: np.ndarray, ds) -> tuple[float, float]:
   return float(min(lo, hi)), float(max(lo, hi))
 
 
+def header_size(path) -> tuple[int, int, int]:
+  """(width, height, bytes per pixel of one frame's decoded values) from the header alone; raises
+  ValueError like `read_dicom`."""
+  path = Path(path)
+  try:
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    if "Rows" not in ds or "Columns" not in ds:
+      raise ValueError("DICOM has no pixel data (no Rows / Columns)")
+    width, height = int(ds.Columns), int(ds.Rows)
+    bits, samples = int(ds.get("BitsAllocated") or 8), int(ds.get("SamplesPerPixel") or 1)
+  except (pydicom.errors.InvalidDicomError, AttributeError, TypeError, ValueError, KeyError) as e:
+    raise ValueError(f"{path}: {type(e).__name__}: {e}") from None
+  return width, height, -(-bits // 8) * samples
+
+
 def read_dicom(path) -> Image.Image:
   """Raises ValueError naming the file when there is nothing a radiograph viewer could show: not
   DICOM, no pixel data, several frames, bad values, or pixel data pydicom cannot decode (e.g. a

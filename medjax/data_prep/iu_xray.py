@@ -100,6 +100,7 @@ class IuXray(builder.StudyBuilder):
 
   DESCRIPTION = "Indiana University chest X-ray reports (Open-i), text only, CC BY-NC-ND 4.0."
   HOMEPAGE = "https://openi.nlm.nih.gov/faq#collection"
+  SOURCE_KIND = "file"
 
   def _scan(self, src: Path):
     try:

@@ -21,6 +21,9 @@ from medjax.data_prep import builder, schema, tables
 PREFIX = "mimic-cxr-2.0.0-"
 SPLITS = {"train": "train", "validate": "validation", "test": "test"}
 _ID_COLUMNS = ("dicom_id", "subject_id", "study_id")
+# Ids name folders and files: one plain path component each (MIMIC's are digits, dicom_ids hex
+# with dashes), so no id can lead out of the source dir.
+_PLAIN_ID = re.compile(r"(?!\.+$)[\w.-]+", re.ASCII)
 # A section heading: capitals at the start of a line, then a colon ("FINDINGS:", "IMPRESSION:").
 _HEADING = re.compile(r"^[ \t]*([A-Z][A-Z /&()-]*[A-Z)]):", re.MULTILINE)
 
@@ -82,6 +85,12 @@ class MimicCxr(builder.StudyBuilder):
         skipped.append({"file": paths["metadata"].name, "row": n, "column": missing[0],
                         "reason": f"empty {missing[0]!r} column"})
         continue
+      odd = [c for c in _ID_COLUMNS if not _PLAIN_ID.fullmatch(row[c].strip())]
+      if odd:
+        skipped.append({"file": paths["metadata"].name, "row": n, "column": odd[0],
+                        "reason": f"id is not a plain file name in column {odd[0]!r}: "
+                                  f"{row[odd[0]].strip()!r}"})
+        continue
       ids = tuple(row[c].strip() for c in _ID_COLUMNS)
       views[ids[1:]].append((n, ids[0], schema.normalize_view(row["ViewPosition"])))
     studies = [s for key, v in views.items() if (s := self._study(
@@ -102,17 +111,26 @@ class MimicCxr(builder.StudyBuilder):
     if reason:
       skipped.append({**where, "reason": reason})
       return None
+    images = []
+    for n, dicom, _ in rows:
+      try:  # a symlink out of the source: hostile input, none of the study is kept
+        images.append(tables.source_path(src, "dicom_id", _image(folder / f"s{study}", dicom)))
+      except tables.CellError as e:
+        skipped.append({**where, "row": n, "column": e.column, "reason": str(e)})
+        return None
     text = ("", "", "")
     report = folder / f"s{study}.txt"
     try:
+      why = tables.outside(src, report)
+      if why:
+        raise ValueError(why)
       text = read_report(report)
     except (OSError, ValueError) as e:  # the images still make an image-only study
       reason = "missing report file" if isinstance(e, FileNotFoundError) else str(e)
       skipped.append({"file": str(report.relative_to(src)), "id": study, "part": "report",
                       "reason": f"report dropped: {reason}"})
-    images = tuple(_image(folder / f"s{study}", dicom) for _, dicom, _ in rows)
     return builder.Study(
-        study_id=study, patient_id=subject, where=where, images=images,
+        study_id=study, patient_id=subject, where=where, images=tuple(images),
         views=tuple(v for *_, v in rows), findings=text[0], impression=text[1], notes=text[2],
         labels=labels.get(study) or {"covid19": 0}, split=SPLITS[splits.pop()])
 

@@ -1,7 +1,9 @@
-"""CSV metadata tables, read so that one bad row never stops a conversion.
+"""CSV metadata tables, read so that one bad row never stops a conversion, and the paths they
+name, kept inside the source dir.
 
 A missing column is a broken source: ValueError naming the file and column. A row with bytes
-that are not UTF-8 or the wrong number of fields is a skip entry naming file, row (and column).
+that are not UTF-8, the wrong number of fields or a cell over MAX_CELL characters is a skip
+entry naming file, row (and column).
 """
 from __future__ import annotations
 
@@ -15,6 +17,11 @@ from pathlib import Path
 from medjax import contract
 
 _ESCAPED = re.compile("[\udc80-\udcff]")  # bytes the UTF-8 decoder could not read
+# Longest cell kept: Python's own csv field limit, 128 Ki characters, 30x the longest clinical
+# note of the covid sample (4 K) and longer than any radiology report. A longer cell is not a
+# note but a paste or an unbalanced quote, which makes one cell of every line up to the next
+# quote; the model reads at most data.text_len tokens of a text anyway.
+MAX_CELL = 1 << 17
 
 
 class CellError(ValueError):
@@ -60,19 +67,53 @@ def read_csv(path: Path, required: dict[str, tuple[str, ...]] | None = None) -> 
     if not found:
       raise ValueError(f"{path}: missing required column {' or '.join(map(repr, names))}")
     columns[field] = found[0]
-  rows, skipped, n = [], [], 0
-  for n, row in enumerate(reader, start=1):
-    if None in row or None in row.values():  # csv puts extra fields under None, pads with None
-      skipped.append({"file": path.name, "row": n,
-                      "reason": f"malformed row: {len(reader.fieldnames)} columns expected"})
-      continue
-    broken = [k for k, v in row.items() if _ESCAPED.search(v)]
-    if broken:
-      skipped.append({"file": path.name, "row": n, "column": broken[0],
-                      "reason": f"invalid UTF-8 bytes in column {broken[0]!r}"})
-      continue
-    rows.append((n, row))
+  rows, skipped, n, line = [], [], 0, reader.line_num
+  parser_limit = csv.field_size_limit()
+  # The parser itself never stops at a long cell (its limit is process-wide, hence restored):
+  # the row with one becomes a skip entry below, and the rows after it are read on.
+  csv.field_size_limit(max(parser_limit, len(text) + 1))
+  try:
+    for n, row in enumerate(reader, start=1):
+      lines, line = (line + 1, reader.line_num), reader.line_num
+      if None in row or None in row.values():  # csv puts extra fields under None, pads with None
+        skipped.append({"file": path.name, "row": n,
+                        "reason": f"malformed row: {len(reader.fieldnames)} columns expected"})
+        continue
+      long = [k for k, v in row.items() if len(v) > MAX_CELL]
+      if long:
+        skipped.append({"file": path.name, "row": n, "column": long[0],
+                        "reason": f"cell too long: {len(row[long[0]])} characters in column "
+                                  f"{long[0]!r} (lines {lines[0]}-{lines[1]}), limit {MAX_CELL}"})
+        continue
+      broken = [k for k, v in row.items() if _ESCAPED.search(v)]
+      if broken:
+        skipped.append({"file": path.name, "row": n, "column": broken[0],
+                        "reason": f"invalid UTF-8 bytes in column {broken[0]!r}"})
+        continue
+      rows.append((n, row))
+  finally:
+    csv.field_size_limit(parser_limit)
   return Table(rows, columns, skipped, n)
+
+
+def outside(src: Path, path: Path) -> str | None:
+  """Why `path` is not in the source dir `src` (absolute parts, `..` and symlinks resolved), or
+  None when it is. A source assembled from symlinks to elsewhere is refused too: point --src at
+  the real dir."""
+  try:
+    return None if path.resolve().is_relative_to(src.resolve()) else "path outside the source dir"
+  except (OSError, RuntimeError, ValueError) as e:  # a NUL byte; a symlink loop (3.11)
+    return f"invalid path ({e})"
+
+
+def source_path(src: Path, column: str, *parts: str) -> Path:
+  """`src.joinpath(*parts)` when it lies inside `src` (see `outside`), else CellError naming
+  `column`: a table must not pull any file of the machine into the records."""
+  path = src.joinpath(*parts)
+  why = outside(src, path)
+  if why:
+    raise CellError(column, f"{why} in column {column!r}: {str(Path(*parts))!r}")
+  return path
 
 
 def chexpert_labels(row: dict) -> dict[str, int]:

@@ -58,7 +58,7 @@ BROKEN = {  # a source that cannot be converted at all: (build, converter, error
                                      r"'ViewPosition'"),
     "corrupt_archive": (_broken_archive, iu_xray, r"NLMCXR_reports\.tgz: not a readable reports"),
     "no_usable_study": (_no_usable_study, covid_cxr, r"no usable study \(2 skipped"),
-    "missing_table": (lambda r: r, chexpert, r"train\.csv"),
+    "missing_table": (lambda r: r.mkdir(parents=True) or r, chexpert, r"train\.csv"),
 }
 
 
