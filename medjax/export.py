@@ -20,15 +20,14 @@ An export directory holds
 medjax or flax: `jax.export.deserialize(blob).call(weights, images)`.
 """
 import json
-import os
-import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import safetensors.numpy
 from flax import nnx
-from safetensors.numpy import load_file, save_file
 
+from medjax import paths
 from medjax.configs import resolve
 from medjax.data.tokenizer import Tokenizer
 from medjax.models import decoding
@@ -66,10 +65,12 @@ def _serving(graphdef, abstract_params, logical_specs, generator: dict | None) -
 def export(config, graphdef, params, logical_specs, tokenizer_path: str, out_dir: str) -> dict:
   """Writes the export directory (see the module docstring); returns its config.json dict."""
   config = resolve.resolved(config)
-  os.makedirs(out_dir, exist_ok=True)
+  out_dir = paths.path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
   named = to_named(params, logical_specs)
-  save_file(named, os.path.join(out_dir, "model.safetensors"), metadata={"format": "medjax"})
-  shutil.copyfile(tokenizer_path, os.path.join(out_dir, "tokenizer.model"))
+  blob = safetensors.numpy.save(named, metadata={"format": "medjax"})
+  (out_dir / "model.safetensors").write_bytes(blob)
+  (out_dir / "tokenizer.model").write_bytes(paths.path(tokenizer_path).read_bytes())
   d, im = config.data, config.model.image
   tokenizer = Tokenizer(tokenizer_path)
   generator = (dict(length=int(d.text_len), vocab=tokenizer.vocab_size, bos=tokenizer.bos_id,
@@ -89,8 +90,7 @@ def export(config, graphdef, params, logical_specs, tokenizer_path: str, out_dir
                            "non-pad positions"),
       weights="kernels [in..., out...] (JAX); scanned blocks: <tower>.blocks.layers.<i>.<param>",
       report_generator=generator)
-  with open(os.path.join(out_dir, "config.json"), "w") as f:
-    json.dump(spec, f, indent=2)
+  (out_dir / "config.json").write_text(json.dumps(spec, indent=2))
 
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
   weights = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in named.items()}
@@ -102,22 +102,20 @@ def export(config, graphdef, params, logical_specs, tokenizer_path: str, out_dir
   inputs["report_generator"] = inputs["image_encoder"]
   for name, fn in _serving(graphdef, abstract, logical_specs, generator).items():
     exported = jax.export.export(jax.jit(fn), platforms=PLATFORMS)(weights, *inputs[name])
-    with open(os.path.join(out_dir, f"{name}.jax"), "wb") as f:
-      f.write(exported.serialize())
+    (out_dir / f"{name}.jax").write_bytes(exported.serialize())
   return spec
 
 
 def load(out_dir: str) -> tuple[dict, dict, dict]:
   """(weights {name: array}, {serving function name: jax.export.Exported}, config.json dict)."""
-  weights = load_file(os.path.join(out_dir, "model.safetensors"))
-  with open(os.path.join(out_dir, "config.json")) as f:
-    spec = json.load(f)
+  out_dir = paths.path(out_dir)
+  weights = safetensors.numpy.load((out_dir / "model.safetensors").read_bytes())
+  spec = json.loads((out_dir / "config.json").read_text())
   fns = {}
   for name in SERVING:
     if name == "report_generator" and not spec.get("report_generator"):
       continue  # a model without a decoder
-    with open(os.path.join(out_dir, f"{name}.jax"), "rb") as f:
-      fns[name] = jax.export.deserialize(f.read())
+    fns[name] = jax.export.deserialize((out_dir / f"{name}.jax").read_bytes())
   return weights, fns, spec
 
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from medjax import paths
 from medjax.configs import resolve
 from medjax.train import checkpoint, processes
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = paths.path(__file__).parents[1] / "configs"
 # Errors about the user's config, data, workdir or disk, not medjax bugs.
 _USER_ERRORS = (resolve.ConfigError, checkpoint.IncompatibleRun, OSError, TimeoutError,
                 FloatingPointError)
@@ -95,8 +95,7 @@ def run(main, required=("config",)) -> None:
     flags.mark_flag_as_required(name)
   # Repeated launches (resumes, the evaluations of one config) load compiled steps from disk.
   if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medjax" / "jax"
-    jax.config.update("jax_compilation_cache_dir", str(cache))
+    jax.config.update("jax_compilation_cache_dir", str(paths.cache_dir() / "jax"))
 
   def guarded(args):
     try:

@@ -1,9 +1,9 @@
-"""Plots each objective's loss from a run's metrics.jsonl into one PNG (a panel per objective).
+"""Plots a run's metrics.jsonl: each objective's loss, and the in-loop evaluators' results.
 
-  medjax-plot --workdir runs/medmllm_s --out docs/figures/medmllm_s_losses.png
+  medjax-plot --workdir runs/medmllm_s --out docs/figures/medmllm_s_losses.png \
+      --evals_out docs/figures/medmllm_s_evals.png
 """
 import argparse
-import json
 import math
 from collections import defaultdict
 
@@ -12,30 +12,39 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def load(workdir: str) -> dict:
-  """objective -> (steps, losses), from the '<objective>/loss' scalars."""
-  curves = defaultdict(lambda: ([], []))
-  with open(f"{workdir}/metrics.jsonl", encoding="utf-8") as f:
-    for row in map(json.loads, f):
-      for key, value in row.items():
-        if key.endswith("/loss"):
-          curves[key[:-len("/loss")]][0].append(row["step"])
-          curves[key[:-len("/loss")]][1].append(value)
-  return dict(curves)
+from medjax import objectives  # noqa: E402
+from medjax.train import metrics  # noqa: E402
 
 
-def plot(curves: dict, out: str, title: str) -> None:
+def curves(workdir) -> tuple[dict, dict]:
+  """(objective -> (steps, losses), evaluator metric -> (steps, values)) of a run; a step
+  logged twice (a resumed run) counts once (metrics.logged_rows)."""
+  losses, evals = defaultdict(lambda: ([], [])), defaultdict(lambda: ([], []))
+  rows = metrics.logged_rows(workdir)
+  evaluated = {k for r in rows if r["step"] == 0 for k in r if k != "step"}
+  for row in rows:
+    for key, value in row.items():
+      name = key[:-len("/loss")]
+      target = (losses, name) if key.endswith("/loss") and name in objectives.NAMES else \
+          (evals, key) if key in evaluated else None
+      if target:
+        target[0][target[1]][0].append(row["step"])
+        target[0][target[1]][1].append(value)
+  return dict(losses), dict(evals)
+
+
+def plot(panels: dict, out: str, title: str, ylabel: str) -> None:
   cols = 3
-  rows = math.ceil(len(curves) / cols)
+  rows = max(1, math.ceil(len(panels) / cols))
   fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
-  by_start = sorted(curves.items(), key=lambda c: c[1][0][0])  # in the order stages ran
-  for ax, (name, (steps, losses)) in zip(axes.flat, by_start):
-    ax.plot(steps, losses, lw=1)
+  by_start = sorted(panels.items(), key=lambda c: (c[1][0][0], c[0]))  # in the order they ran
+  for ax, (name, (steps, values)) in zip(axes.flat, by_start):
+    ax.plot(steps, values, lw=1, marker="o" if len(steps) < 20 else None, ms=3)
     ax.set_title(name, fontsize=10)
     ax.set_xlabel("step", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=8)
-  for ax in list(axes.flat)[len(curves):]:
+  for ax in list(axes.flat)[len(panels):]:
     ax.axis("off")
   fig.suptitle(title)
   fig.tight_layout()
@@ -45,10 +54,18 @@ def plot(curves: dict, out: str, title: str) -> None:
 def run(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", required=True)
-  parser.add_argument("--out", required=True)
+  parser.add_argument("--out", required=True, help="PNG of the objectives' losses")
+  parser.add_argument("--evals_out", default="", help="PNG of the evaluators' results")
   parser.add_argument("--title", default="")
   args = parser.parse_args(argv)
-  plot(load(args.workdir), args.out, args.title or args.workdir)
+  losses, evals = curves(args.workdir)
+  if not losses:
+    parser.error(f"{args.workdir}/metrics.jsonl has no objective losses")
+  plot(losses, args.out, args.title or args.workdir, "loss (log-window mean)")
+  if args.evals_out:
+    if not evals:
+      parser.error(f"{args.workdir}: no evaluator results (config.evals was empty)")
+    plot(evals, args.evals_out, (args.title or args.workdir) + ": evaluators", "value")
 
 
 if __name__ == "__main__":

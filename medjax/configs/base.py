@@ -9,11 +9,11 @@ import os
 
 import ml_collections
 
-from medjax import contract
+from medjax import contract, paths
 from medjax.configs import common
 
 # Where data_prep writes converted datasets unless --config.data.dir says otherwise.
-DEFAULT_DATA_DIR = os.environ.get("MEDJAX_DATA_DIR", os.path.expanduser("~/medjax_data"))
+DEFAULT_DATA_DIR = str(paths.path(os.environ.get("MEDJAX_DATA_DIR") or "~/medjax_data"))
 
 # Tower options beyond medjax's own towers (the defaults), for towers imported from Hugging Face
 # (--config.init_from=hf:PATH, medjax/hf); model.image / model.text hold them. A config that sets

@@ -15,13 +15,13 @@ processes or workers either. (An eval pass is shared out unit by unit: u goes to
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import grain
 import jax
 import tensorflow_datasets as tfds
 from absl import flags
 
+from medjax import paths
 from medjax.configs.resolve import HF_PREFIX
 from medjax.data import mixture, sampler
 from medjax.data.tokenizer import Tokenizer
@@ -30,12 +30,13 @@ from medjax.data.transforms import Example
 log = logging.getLogger(__name__)
 
 
-def tokenizer_path(data_cfg) -> Path:
+def tokenizer_path(data_cfg):
   """`data_cfg.tokenizer`, or by default the one data_prep trained beside the first source."""
   if data_cfg.tokenizer:
-    return Path(data_cfg.tokenizer)
+    return data_cfg.tokenizer if data_cfg.tokenizer.startswith(HF_PREFIX) else paths.path(
+        data_cfg.tokenizer)
   first = mixture.specs(data_cfg, "train")[0]["name"]
-  return Path(tfds.builder(first, data_dir=data_cfg.dir).data_dir) / "tokenizer.model"
+  return paths.path(tfds.builder(first, data_dir=data_cfg.dir).data_dir) / "tokenizer.model"
 
 
 def load_tokenizer(data_cfg) -> Tokenizer:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
 
+from medjax import paths
 from medjax.contract import MASK
 
 
@@ -41,7 +41,7 @@ class Tokenizer(Framing):
 
   def __init__(self, model: bytes | str | os.PathLike):
     is_bytes = isinstance(model, (bytes, bytearray))
-    self._proto = bytes(model) if is_bytes else Path(model).read_bytes()
+    self._proto = bytes(model) if is_bytes else paths.path(model).read_bytes()
     self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
     self._mask_id = self._sp.piece_to_id(MASK)
     if min(self.pad_id, self.bos_id, self.eos_id) < 0 or self._mask_id == self._sp.unk_id():

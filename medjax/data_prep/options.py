@@ -106,7 +106,12 @@ def source_problem(src, kind: str) -> str | None:
 
 
 def output_problem(out) -> str | None:
-  """An output dir must be a writable dir, or not exist yet below a writable one."""
+  """An output dir must be a local, writable dir, or not exist yet below a writable one. A
+  conversion is written aside and swapped in with local renames (publish.py): a bucket is
+  filled by copying the finished dataset there, which training then reads directly."""
+  if "://" in str(out):
+    return (f"{out} is a URL: convert into a local directory, then copy it (gcloud storage cp "
+            "-r DIR gs://BUCKET/...); training reads the copy from the bucket")
   path = Path(out).absolute()
   if path.exists() and not path.is_dir():
     return f"{out} is not a directory"

@@ -82,10 +82,15 @@ def _rows(workdir, process) -> dict:
 
 
 def _params(workdir, step=None):
+  """(step, params as numpy) of a checkpoint saved by any number of processes, read here on one
+  device (a target tree tells Orbax the topology to restore onto)."""
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   with ocp.CheckpointManager(Path(workdir) / "checkpoints", item_names=("state", "meta")) as mgr:
     step = mgr.latest_step() if step is None else step
-    state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-  return step, state["params"]
+    saved = mgr.item_metadata(step)["state"]
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), saved)
+    state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+  return step, jax.tree.map(np.asarray, state["state"]["params"])
 
 
 def _wait_for(path_fn, proc, timeout=300):
