@@ -15,7 +15,6 @@ from medjax import contract
 _DERIVED = {"data.image_size": "model.image.image_size", "data.channels": "model.image.channels",
             "data.patch_size": "model.image.patch_size"}
 NORMALIZE = ("dataset", "per_image")  # data.normalize
-DTYPES = ("float32", "bfloat16")  # model.dtype
 # Fields a run may change when it resumes in the same workdir: how it runs, not what it learns.
 MAY_DIFFER_ON_RESUME = ("total_steps", "mesh", "log_every", "checkpoint_every",
                         "keep_checkpoints", "init_from", "record_batch_digests",
@@ -85,10 +84,13 @@ def validate(config) -> None:
          and list(mesh.values()).count(-1) <= 1, "mesh", mesh,
          "each axis a size >= 1, at most one -1 (the remaining devices)")
 
+  from medjax.models import layers, precision  # the allowed names live beside their use
   m, d = config.model, config.data
-  _one_of(config, "model.dtype", DTYPES)
+  _one_of(config, "model.dtype", precision.CHOICES)
+  _one_of(config, "model.remat", tuple(layers.REMAT_POLICIES))
   _real(config, "model.mask_ratio", 0, 1, open_high=True)
   _int(config, "model.proj_dim")
+  _int(config, "model.logits_chunk", low=0)
   for tower in ("image", "text", "decoder"):
     _int(config, f"model.{tower}.depth", low=0 if tower == "decoder" else 1)
     width, heads = m[tower].get("width", m.text.width), m[tower].heads

@@ -42,7 +42,8 @@ def sincos_2d(rows: int, cols: int, width: int, temperature: float = 10_000.0) -
 
 
 class ViT(nnx.Module):
-  """Images [B, H, W, C] -> (patch tokens [B, N, width], pooled [B, width] float32).
+  """Images [B, H, W, C] -> (patch tokens [B, N, width] in the compute dtype, pooled [B, width]
+  float32).
 
   Positions are computed for the actual patch grid, so any H, W divisible by the patch size
   work with the same parameters (e.g. pretrain at 224, fine-tune at 384).
@@ -59,10 +60,8 @@ class ViT(nnx.Module):
     patch_dim = patch_size * patch_size * channels
     # A linear map of flattened patches equals the usual stride-p conv stem, but keeps the
     # kernel a plain ('patch', 'embed') matrix for sharding.
-    self.stem = nnx.Einsum(
-        "bnp,pd->bnd", (patch_dim, width), (width,),
-        kernel_init=layers.partitioned(nnx.initializers.lecun_normal(), "patch", "embed"),
-        bias_init=layers.partitioned(nnx.initializers.zeros_init(), "embed"), **kw)
+    self.stem = layers.dense(patch_dim, width, ("patch",), ("embed",),
+                             kernel_init=nnx.initializers.lecun_normal(), **kw)
     self.blocks = layers.Stack(depth, width, heads, mlp_dim, options=stack, **kw)
     self.norm = layers.layer_norm(width, **kw)
 
@@ -79,8 +78,7 @@ class ViT(nnx.Module):
 
   def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
     patches, (rows, cols) = self.patchify(images.astype(self.dtype))
-    positions = jnp.asarray(sincos_2d(rows, cols, self.width), self.dtype)
-    tokens = self._encode(self.stem(patches) + positions)
+    tokens = self._encode(self.stem(patches) + sincos_2d(rows, cols, self.width))
     pooled = jnp.mean(tokens.astype(jnp.float32), axis=1)
     return tokens, pooled
 
@@ -90,8 +88,7 @@ class ViT(nnx.Module):
     information about them reaches the tokens."""
     patches, (rows, cols) = self.patchify(images.astype(self.dtype))
     patches = jnp.take_along_axis(patches, keep[..., None], axis=1)
-    positions = jnp.asarray(sincos_2d(rows, cols, self.width), self.dtype)[keep]
-    return self._encode(self.stem(patches) + positions)
+    return self._encode(self.stem(patches) + jnp.asarray(sincos_2d(rows, cols, self.width))[keep])
 
   def _encode(self, x: jax.Array) -> jax.Array:
     x = sharding.constrain(x, layers.RESIDUAL)
