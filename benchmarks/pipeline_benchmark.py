@@ -17,7 +17,7 @@ import time
 
 from absl import flags
 
-# step_benchmark defines the --config and --steps flags this script shares.
+# step_benchmark defines the --config and --steps flags this script shares (--sides unused).
 from benchmarks import step_benchmark
 from medjax.cli import common
 from medjax.data import pipeline
@@ -64,11 +64,10 @@ def main(argv):
                                       per_window=f.window_batches) for n in f.workers]
   if f.step_examples_per_second is None:
     # The pipeline must keep up with the fastest stage (the one that consumes the most).
-    step = step_benchmark.run(config, f.steps)
-    report["train_step"] = dict(
-        source="benchmarks/step_benchmark.py run()",
-        examples_per_second=max(s["examples_per_second"] for s in step["stages"].values()),
-        per_stage={k: s["examples_per_second"] for k, s in step["stages"].items()})
+    step = step_benchmark.run(config, ["."], rounds=1, steps=f.steps)
+    rates = {k: s["sides"]["."]["examples_per_second"] for k, s in step["stages"].items()}
+    report["train_step"] = dict(source="benchmarks/step_benchmark.py run()",
+                                examples_per_second=max(rates.values()), per_stage=rates)
   else:
     report["train_step"] = dict(source="--step_examples_per_second",
                                 examples_per_second=f.step_examples_per_second)

@@ -1,59 +1,118 @@
-"""Train-step speed of a config on this machine: step time, examples/s and MFU, as JSON.
+"""Train-step speed of a config's stages on this machine: step time, examples/s and MFU, as JSON.
 
-  python -m benchmarks.step_benchmark --config medmllm_s [--steps 10]
+  python -m benchmarks.step_benchmark --config medmllm_s [--rounds 3] [--steps 2]
 
-The step runs on synthetic batches of the config's shapes (this measures the model and its
-sharding, not the input pipeline). MFU = the step's FLOPs per device (`aot.step_flops_per_device`:
-XLA's count with the layer stacks unrolled) / median step time / the matmul peak measured in the
-same run (f32, or bf16->f32 when the model computes in bf16).
+  # before / after in one run: another checkout, and this one in two precisions
+  git worktree add /tmp/medjax-before c390f02
+  python -m benchmarks.step_benchmark --config medmllm_s \
+      --sides '/tmp/medjax-before;.+model.dtype=float32;.+model.dtype=bfloat16'
+
+Each side is a checkout (its `medjax` runs in its own process, benchmarks/step_worker.py) plus
+optional `+field=value` config overrides. Per stage, every side compiles the stage's step, then
+the sides take turns: --rounds rounds of --steps steps each (A B A B), on synthetic batches of
+the config's shapes (the model and its sharding, not the input pipeline). The matmul peak is
+measured once per round, here. MFU = the step's matmul FLOPs per device
+(`aot.step_flops_per_device`, this checkout's count of the same model) / the side's median step
+time / the peak of its compute dtype (f32, or bf16 -> f32). The load average is reported
+before and after: the machine may be shared.
 """
 import json
+import os
 import statistics
+import subprocess
+import sys
+from pathlib import Path
 
 from absl import flags
 
-from benchmarks import peak_flops, timing
+from benchmarks import peak_flops
 from medjax import objectives, sharding
 from medjax.cli import common
-from medjax.train import aot, metrics, stages, state as state_lib
+from medjax.train import aot, stages
 
 common.define_config_flag()
-flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
+flags.DEFINE_string("sides", ".", "';'-separated sides: a checkout path, then optional "
+                    "'+field=value' overrides, e.g. '.+model.dtype=float32;/tmp/before'.")
+flags.DEFINE_integer("rounds", 3, "Rounds; each times every side in turn.")
+flags.DEFINE_integer("steps", 2, "Timed steps per side per round (after 2 warm-up steps).")
+
+WORKER = Path(__file__).with_name("step_worker.py")
 
 
-def _time_stage(config, mesh, stage, steps: int) -> dict:
-  compiled, ts, compile_seconds = aot.compile_train_step(config, mesh, stage.objectives)
-  state = state_lib.init(config, ts)
-  batch = aot.synthetic_batch(config, sharding.batch_sharding(mesh))
-  _, times = timing.time_steps(compiled, state, batch, steps, warmup=2)
-  step_seconds = statistics.median(times)
-  flops = aot.step_flops_per_device(config, mesh, stage.objectives)
-  return dict(objectives=sorted(objectives.active(stage.objectives)),
-              compile_seconds=round(compile_seconds, 2), step_seconds_median=step_seconds,
-              step_seconds_min=min(times), step_seconds_max=max(times),
-              examples_per_second=config.batch_size / step_seconds,
-              flops_per_step_per_device=flops, achieved_flops_per_device=flops / step_seconds)
+class _Side:
+  """A worker process compiling and timing one stage's step of one checkout and overrides."""
+
+  def __init__(self, spec: str, config_spec: str, stage_index: int):
+    tree, *overrides = spec.split("+")
+    self.spec = spec
+    self.overrides = overrides
+    env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve()))
+    self._proc = subprocess.Popen(
+        [sys.executable, str(WORKER), config_spec, str(stage_index), *overrides], env=env,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    self.ready = self._read()
+
+  def _read(self) -> dict:
+    line = self._proc.stdout.readline()
+    if not line:
+      raise RuntimeError(f"step worker for side {self.spec!r} exited (rc {self._proc.wait()})")
+    return json.loads(line)
+
+  def time(self, steps: int) -> list[float]:
+    self._proc.stdin.write(f"{steps}\n")
+    self._proc.stdin.flush()
+    return self._read()["seconds"]
+
+  def close(self):
+    self._proc.stdin.close()
+    self._proc.wait()
 
 
-def run(config, steps: int) -> dict:
-  """Times each stage's step (one stage unless config.stages); MFU against the peak measured
-  in the same run (f32, or bf16 -> f32 when the model computes in bf16)."""
+def _config_spec() -> str:
+  """The --config value as the workers re-read it: a packaged config's name, with its arg."""
+  value = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), None)
+  if value is None:
+    value = sys.argv[sys.argv.index("--config") + 1]
+  name, sep, arg = value.partition(":")
+  return Path(name).stem + sep + arg
+
+
+def run(config, sides: list[str], rounds: int, steps: int) -> dict:
   mesh = sharding.make_mesh(config.mesh)
-  peaks = peak_flops.measure()
-  peak = peaks["bf16_in_f32_acc_flops" if config.model.dtype == "bfloat16" else "f32_flops"]
-  out = dict(devices=mesh.size, mesh=dict(mesh.shape), batch_size=config.batch_size,
-             measured_peak=peaks, stages={})
-  for stage in stages.plan(config):
-    result = _time_stage(config, mesh, stage, steps)
-    result["mfu"] = metrics.mfu(result["flops_per_step_per_device"],
-                                result["step_seconds_median"], peak)
+  out = dict(devices=mesh.size, batch_size=config.batch_size, sides=sides,
+             load_average_before=os.getloadavg(), peaks=[], stages={})
+  for index, stage in enumerate(stages.plan(config)):
+    flops = aot.step_flops_per_device(config, mesh, stage.objectives)  # the same for every side
+    workers = [_Side(spec, _config_spec(), index) for spec in sides]
+    times = {w.spec: [] for w in workers}
+    try:
+      for _ in range(rounds):
+        out["peaks"].append(peak_flops.measure())
+        for w in workers:
+          times[w.spec] += w.time(steps)
+    finally:
+      for w in workers:
+        w.close()
+    first = statistics.median(times[sides[0]])
+    result = dict(objectives=sorted(objectives.active(stage.objectives)),
+                  flops_per_step_per_device=flops, sides={})
+    for w in workers:
+      median = statistics.median(times[w.spec])
+      peak_key = "bf16_in_f32_acc_flops" if w.ready["dtype"] == "bfloat16" else "f32_flops"
+      peak = statistics.median(p[peak_key] for p in out["peaks"][-rounds:])
+      result["sides"][w.spec] = dict(
+          w.ready, step_seconds=times[w.spec], step_seconds_median=median,
+          examples_per_second=config.batch_size / median, mfu=flops / median / peak,
+          time_over_first_side=median / first)
     out["stages"][stage.name] = result
+  out["load_average_after"] = os.getloadavg()
   return out
 
 
 def main(argv):
   del argv
-  print(json.dumps(run(common.config(), flags.FLAGS.steps), indent=2))
+  f = flags.FLAGS
+  print(json.dumps(run(common.config(), f.sides.split(";"), f.rounds, f.steps), indent=2))
 
 
 if __name__ == "__main__":

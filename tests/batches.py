@@ -19,6 +19,9 @@ def config(*, image_size=32, patch_size=8, channels=1, text_len=8, sentence_len=
   (sub-dicts are merged). Resolved: derived fields filled, every field checked."""
   c = base.get_config()
   c.batch_size = batch_size
+  # float32 whatever the machine: tests compare numbers across meshes and code paths at float32
+  # tolerances; the bf16 policy has its own tests (tests/models/test_precision.py).
+  c.model.dtype = "float32"
   c.model.proj_dim = 16
   c.model.image = dict(TOWER, patch_size=patch_size, channels=channels, image_size=image_size)
   c.model.text = dict(TOWER, vocab_size=vocab, max_len=16)

@@ -90,8 +90,20 @@ def get_config(arg=None):
 
   # ---- Model (medjax/models/medmllm.py) ----------------------------------------------------
   c.model = ml_collections.ConfigDict()
-  c.model.dtype = "float32"  # compute dtype; "bfloat16" on TPU/GPU. Params stay float32.
-  c.model.remat = False  # recompute block activations in the backward pass (saves memory)
+  # Compute dtype of the matmul inputs (they accumulate in float32; params, optimizer state,
+  # residual stream, norms, softmax and losses stay float32): "auto" = bfloat16 where the
+  # backend multiplies it natively (TPU, GPU from Ampere, CPU with AVX512_BF16 / AMX), else
+  # float32, chosen and logged at start-up (medjax/models/precision.py); or "float32" / "bfloat16".
+  c.model.dtype = "auto"
+  # What each block keeps for the backward pass (medjax/models/layers.REMAT_POLICIES): "none"
+  # keeps every activation (fastest); "dots" keeps the dense matmul outputs and recomputes the
+  # rest; "full" keeps only the block inputs (least memory, the whole forward recomputed).
+  c.model.remat = "none"
+  # Positions per chunk when a loss over the vocabulary (mlm, captioning, sentence
+  # reconstruction) computes the tied head's logits: 0 = all at once, holding [B, T, vocab]
+  # float32 and its gradient; N > 0 = [B, N, vocab] at a time, recomputed in the backward pass
+  # (objectives/_common.token_cross_entropy): memory for 32k-vocab heads at pod batch sizes.
+  c.model.logits_chunk = 0
   # Each tower's blocks as one scanned loop (compile time of one block at any depth). False
   # unrolls them: same params and numbers; FLOP counting traces that form (medjax/train/metrics).
   c.model.scan_layers = True

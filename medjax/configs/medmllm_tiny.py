@@ -15,6 +15,9 @@ def get_config(arg=None):
   c.total_steps = 100
   c.batch_size = 16
   c.data.text_len = 64
+  # float32 on every machine ("auto" would pick bf16 on AMX CPUs): what tests and CI train, so
+  # their numbers do not depend on the CPU they run on.
+  c.model.dtype = "float32"
   c.model.proj_dim = 32
   c.model.image.update(width=64, depth=2, heads=2, mlp_dim=128, patch_size=16, channels=1,
                        image_size=64)

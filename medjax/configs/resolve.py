@@ -18,7 +18,6 @@ from medjax.configs import base
 _DERIVED = {"data.image_size": "model.image.image_size", "data.channels": "model.image.channels",
             "data.patch_size": "model.image.patch_size"}
 NORMALIZE = ("dataset", "per_image")  # data.normalize
-DTYPES = ("float32", "bfloat16")  # model.dtype
 POSITIONS = ("sincos", "learned")  # model.image.positions
 NORMS = ("pre", "post")  # model.text.norm
 MLP_ACTS = ("gelu_tanh", "gelu")  # model.<tower>.mlp_act
@@ -97,10 +96,13 @@ def validate(config) -> None:
          and list(mesh.values()).count(-1) <= 1, "mesh", mesh,
          "each axis a size >= 1, at most one -1 (the remaining devices)")
 
+  from medjax.models import layers, precision  # the allowed names live beside their use
   m, d = config.model, config.data
-  _one_of(config, "model.dtype", DTYPES)
+  _one_of(config, "model.dtype", precision.CHOICES)
+  _one_of(config, "model.remat", tuple(layers.REMAT_POLICIES))
   _real(config, "model.mask_ratio", 0, 1, open_high=True)
   _int(config, "model.proj_dim")
+  _int(config, "model.logits_chunk", low=0)
   for tower in ("image", "text", "decoder"):
     _int(config, f"model.{tower}.depth", low=0 if tower == "decoder" else 1)
     width, heads = m[tower].get("width", m.text.width), m[tower].heads

@@ -17,7 +17,7 @@ OUTPUTS = frozenset({
     "image_emb", "text_emb", "logit_scale", "logit_bias",  # image-text space (+ its temperature)
     "view_emb", "view2_emb",  # image-image space, of batch['image'] and batch['image2']
     "findings_emb", "impression_emb",  # text-text space
-    "mlm_logits", "sr_logits", "caption_logits",  # float32 [B, T, vocab]
+    "mlm_logits", "sr_logits", "caption_logits",  # float32 [B, T, vocab], as text.TiedLogits
     "mae_pred", "mae_target", "mae_mask",  # [B, N, patch_dim] x2, [B, N] (1 = hidden patch)
 })
 MAE_OUTPUTS = frozenset({"mae_pred", "mae_target", "mae_mask"})
@@ -65,6 +65,9 @@ def outputs(model, batch: dict, needs: frozenset[str]) -> dict:
     _masked(model, batch, needs, text.get("mlm"), out)
   if "caption_logits" in needs:
     out["caption_logits"] = model.decode(batch["text_ids"], batch["text_mask"], image[0])
+  for name in ("mlm_logits", "sr_logits", "caption_logits"):
+    if name in out:  # the losses compute them model.logits_chunk positions at a time
+      out[name] = out[name].replace(chunk=model.logits_chunk)
   return out
 
 

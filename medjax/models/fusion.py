@@ -24,7 +24,6 @@ class Fusion(nnx.Module):
                dtype=jnp.float32, param_dtype=jnp.float32,
                stack: layers.StackOptions = layers.StackOptions(), rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.dtype = dtype
     self.image_in = layers.dense(image_width, width, ("embed",), ("embed",), **kw)
     init = layers.partitioned(nnx.initializers.normal(0.02), "embed")
     self.image_type = nnx.Param(init(rngs.params(), (width,), param_dtype))
@@ -35,8 +34,9 @@ class Fusion(nnx.Module):
   def __call__(self, image_tokens: jax.Array, text_states: jax.Array,
                text_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     n = image_tokens.shape[1]
-    image = self.image_in(image_tokens.astype(self.dtype)) + self.image_type[...].astype(self.dtype)
-    text = text_states.astype(self.dtype) + self.text_type[...].astype(self.dtype)
+    # The float32 residual stream (medjax/models/layers.py); image_in casts its own input.
+    image = self.image_in(image_tokens) + self.image_type[...]
+    text = text_states.astype(jnp.float32) + self.text_type[...]
     # Image tokens are all real; padded text positions are hidden from every query.
     mask = jnp.concatenate([jnp.ones(image_tokens.shape[:2], bool), text_mask.astype(bool)], 1)
     x = self.blocks(jnp.concatenate([image, text], axis=1), layers.padding_mask(mask))

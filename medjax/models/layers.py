@@ -2,6 +2,10 @@
 
 Every parameter carries logical axis names (see ``medjax.sharding.LOGICAL_AXIS_RULES``), so the
 trainer can derive its placement from ``nnx.get_partition_spec`` alone.
+
+Precision (medjax/models/precision.py): `dtype` is the compute dtype of the matmul inputs;
+every matmul accumulates and returns float32, and the residual stream stays float32. Layer
+norms compute their statistics in float32 and hand the compute dtype to the next matmul.
 """
 from __future__ import annotations
 
@@ -14,20 +18,34 @@ from flax import nnx
 
 from medjax import sharding
 from medjax.configs.resolve import MLP_ACTS, NORMS
+from medjax.models import matmul
 
 RESIDUAL = ("batch", "act_length", "act_embed")
+
+
+# model.remat: what a block keeps for the backward pass; the rest is recomputed there.
+# "dots": the outputs of the dense matmuls (no batch dims), recomputing attention scores,
+# softmax, norms and GELU: most of the memory saved for ~1/4 of the recompute of "full",
+# which keeps only each block's input (activation memory of one block per tower).
+REMAT_POLICIES = {
+    "none": None,
+    "dots": jax.checkpoint_policies.save_only_these_names(matmul.NAME),
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class StackOptions:
   """How every tower applies its blocks (model.remat, model.scan_layers).
 
-  remat: recompute a block's activations in the backward pass instead of storing them (bounds
-  activation memory by one block). scan: one scanned loop body for all blocks (compile time of
-  one block at any depth); False unrolls them into the graph: the same numbers and parameters,
-  and what FLOP counting needs, since XLA's cost analysis counts a loop body once."""
-  remat: bool = False
+  remat: a name in REMAT_POLICIES. scan: one scanned loop body for all blocks (compile time of
+  one block at any depth); False unrolls them into the graph: the same numbers and parameters."""
+  remat: str = "none"
   scan: bool = True
+
+  def __post_init__(self):
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"model.remat = {self.remat!r}: one of {list(REMAT_POLICIES)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,24 +70,53 @@ def partitioned(initializer, *axes: str):
 
 def dense(in_features: int | Sequence[int], out_features: int | Sequence[int],
           in_axes: tuple[str, ...], out_axes: tuple[str, ...], *, dtype, param_dtype,
-          rngs: nnx.Rngs) -> nnx.LinearGeneral:
-  """Linear map over the trailing ``in_features`` dims, with bias over ``out_features``."""
+          rngs: nnx.Rngs, kernel_init=None, use_bias: bool = True) -> nnx.LinearGeneral:
+  """Linear map over the trailing ``in_features`` dims, with bias over ``out_features``: inputs
+  in `dtype`, float32 params, accumulated and returned in float32 (medjax/models/matmul.py).
+  `kernel_init` defaults to Xavier-uniform."""
   in_features = (in_features,) if isinstance(in_features, int) else tuple(in_features)
+  kernel_init = kernel_init or nnx.initializers.xavier_uniform()
   # LinearGeneral flattens multi-dim kernels before initialising, so fan-in/out stay correct
   # for the (embed, heads, kv) and (heads, kv, embed) attention kernels.
   return nnx.LinearGeneral(
-      in_features, out_features, axis=tuple(range(-len(in_features), 0)),
-      kernel_init=partitioned(nnx.initializers.xavier_uniform(), *in_axes, *out_axes),
+      in_features, out_features, axis=tuple(range(-len(in_features), 0)), use_bias=use_bias,
+      kernel_init=partitioned(kernel_init, *in_axes, *out_axes),
       bias_init=partitioned(nnx.initializers.zeros_init(), *out_axes),
-      dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+      dtype=dtype, param_dtype=param_dtype, dot_general=matmul.dot_general,
+      promote_dtype=matmul.cast_inputs, rngs=rngs)
 
 
 def layer_norm(width: int, *, eps: float = 1e-6, dtype, param_dtype,
                rngs: nnx.Rngs) -> nnx.LayerNorm:
+  """Statistics in float32 (Flax promotes them), the output in `dtype`: a matmul's input."""
   return nnx.LayerNorm(
       width, epsilon=eps, dtype=dtype, param_dtype=param_dtype,
       scale_init=partitioned(nnx.initializers.ones_init(), "embed"),
       bias_init=partitioned(nnx.initializers.zeros_init(), "embed"), rngs=rngs)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
+              is_causal: bool = False) -> jax.Array:
+  """Softmax attention of q [B, T, H, K] over k, v [B, S, H, K] -> [B, T, H, K] in q's dtype.
+  Both products take q's dtype and accumulate in float32; scores and softmax are float32.
+  `mask` broadcastable to [B, H, T, S], True = attend.
+
+  Heads are moved in front of the positions first, so both products are batched over (B, H)
+  with the contracted and the kept dims last: on XLA's CPU backend this runs the step's
+  attention 1.3-2x faster than jax.nn.dot_product_attention, whose einsums leave XLA to insert
+  transposes around every product of the backward pass (benchmarks/attention_forms.py)."""
+  q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
+  scores = jnp.einsum("bhtk,bhsk->bhts", q, k, preferred_element_type=jnp.float32)
+  scores = scores * q.shape[-1] ** -0.5
+  if is_causal:
+    causal = jnp.tril(jnp.ones(scores.shape[-2:], bool))
+    mask = causal if mask is None else mask & causal
+  if mask is not None:
+    # A finite floor: a query with no key to attend to gets uniform weights, not NaN.
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bhts,bhsk->bhtk", probs, v, preferred_element_type=jnp.float32)
+  return out.astype(q.dtype).transpose(0, 2, 1, 3)
 
 
 def padding_mask(mask: jax.Array) -> jax.Array:
@@ -78,7 +125,8 @@ def padding_mask(mask: jax.Array) -> jax.Array:
 
 
 class Mlp(nnx.Module):
-  """Two-layer GELU MLP; `act` "gelu_tanh" (tanh approximation) or "gelu" (exact erf)."""
+  """Two-layer GELU MLP; `act` "gelu_tanh" (tanh approximation) or "gelu" (exact erf), run on
+  the float32 output of the first matmul."""
 
   def __init__(self, width: int, mlp_dim: int, *, act: str = "gelu_tanh", dtype=jnp.float32,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
@@ -104,6 +152,7 @@ class Attention(nnx.Module):
       raise ValueError(f"width {width} is not divisible by heads {heads}")
     head_dim = width // heads
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.dtype = dtype
     self.query = dense(width, (heads, head_dim), ("embed",), ("heads", "kv"), **kw)
     self.key = dense(width, (heads, head_dim), ("embed",), ("heads", "kv"), **kw)
     self.value = dense(width, (heads, head_dim), ("embed",), ("heads", "kv"), **kw)
@@ -114,11 +163,9 @@ class Attention(nnx.Module):
     """x [B, T, D], context [B, S, D] (defaults to x), mask broadcastable to [B, heads, T, S]."""
     context = x if context is None else context
     heads = ("batch", "act_length", "act_heads", None)
-    q = sharding.constrain(self.query(x), heads)
-    k = sharding.constrain(self.key(context), heads)
-    v = sharding.constrain(self.value(context), heads)
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
-    return self.out(out)
+    q, k, v = (sharding.constrain(proj(y).astype(self.dtype), heads)
+               for proj, y in ((self.query, x), (self.key, context), (self.value, context)))
+    return self.out(attention(q, k, v, mask, is_causal))
 
 
 class Block(nnx.Module):
@@ -179,8 +226,8 @@ class Stack(nnx.Module):
   """``depth`` identical blocks, parameters stacked on a leading ``layers`` axis, applied with a
   scan: the traced graph, init time and compile time stay those of one block at any depth.
 
-  `options` (StackOptions): remat, and scanned or unrolled; `block` (BlockOptions): how each
-  block is built.
+  `options` (StackOptions): the remat policy, and scanned or unrolled; `block` (BlockOptions):
+  how each block is built.
   """
 
   def __init__(self, depth: int, width: int, heads: int, mlp_dim: int, *, causal: bool = False,
@@ -204,7 +251,10 @@ class Stack(nnx.Module):
     def body(x, block, mask, context, context_mask):
       return block(x, mask, context, context_mask)
 
-    body = nnx.remat(body) if self.options.remat else body
+    if self.options.remat != "none":
+      # prevent_cse=False: the body runs inside a scan (unrolled or not), where XLA cannot merge
+      # the recompute into the forward pass anyway; the CSE barriers would only cost speed.
+      body = nnx.remat(body, policy=REMAT_POLICIES[self.options.remat], prevent_cse=False)
     scan = nnx.scan(body, in_axes=(nnx.Carry, 0, None, None, None), out_axes=nnx.Carry,
                     unroll=1 if self.options.scan else True)
     return scan(x, self.layers, mask, context, context_mask)

@@ -50,7 +50,6 @@ class MaeDecoder(nnx.Module):
                stack: layers.StackOptions = layers.StackOptions(), rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.width = width
-    self.dtype = dtype
     self.embed = layers.dense(in_width, width, ("embed",), ("embed",), **kw)
     init = layers.partitioned(nnx.initializers.normal(0.02), "embed")
     self.mask_token = nnx.Param(init(rngs.params(), (width,), param_dtype))
@@ -61,10 +60,10 @@ class MaeDecoder(nnx.Module):
   def __call__(self, kept: jax.Array, restore: jax.Array, grid: tuple[int, int]) -> jax.Array:
     b, k, _ = kept.shape
     n = restore.shape[1]
-    x = self.embed(kept.astype(self.dtype))
-    masks = jnp.broadcast_to(self.mask_token[...].astype(self.dtype), (b, n - k, self.width))
+    x = self.embed(kept)  # float32 out: the residual stream (medjax/models/layers.py)
+    masks = jnp.broadcast_to(self.mask_token[...], (b, n - k, self.width))
     # [kept; hidden] back to raster order, so position i carries patch i.
     x = jnp.take_along_axis(jnp.concatenate([x, masks], axis=1), restore[..., None], axis=1)
-    x = x + jnp.asarray(sincos_2d(*grid, self.width), self.dtype)
+    x = x + sincos_2d(*grid, self.width)
     x = self.blocks(sharding.constrain(x, layers.RESIDUAL))
-    return self.pred(self.norm(x)).astype(jnp.float32)
+    return self.pred(self.norm(x))

@@ -9,11 +9,11 @@ import ml_collections
 from flax import nnx
 
 from medjax.configs import base
-from medjax.models import forward, layers
+from medjax.models import forward, layers, precision
 from medjax.models.forward import OUTPUTS  # noqa: F401  (public: what __call__ can return)
 from medjax.models.fusion import Fusion
 from medjax.models.mae import MaeDecoder
-from medjax.models.text import TextDecoder, TextEncoder
+from medjax.models.text import TextDecoder, TextEncoder, TiedLogits
 from medjax.models.vit import ViT
 
 
@@ -33,24 +33,25 @@ def _l2_normalize(x: jax.Array) -> jax.Array:
 
 class MedMLLM(nnx.Module):
   """The full model, built from the ``model`` sub-config (documented in medjax/configs/base.py):
-  dtype, remat, scan_layers, proj_dim, mask_ratio, image (width, depth, heads, mlp_dim, patch_size,
-  channels, image_size and base.IMAGE_OPTIONS), text (vocab_size, width, depth, heads, mlp_dim,
-  max_len and base.TEXT_OPTIONS), decoder (width, depth,
-  heads, mlp_dim, max_len; shares the text vocabulary), mae_decoder (width, depth, heads,
-  mlp_dim) and fusion (depth, heads, mlp_dim; at the text width). Depth 0 = no such module.
+  dtype, remat, scan_layers, logits_chunk, proj_dim, mask_ratio, image (width, depth, heads,
+  mlp_dim, patch_size, channels, image_size and base.IMAGE_OPTIONS), text (vocab_size, width,
+  depth, heads, mlp_dim, max_len and base.TEXT_OPTIONS), decoder (width, depth, heads, mlp_dim,
+  max_len; shares the text vocabulary), mae_decoder (width, depth, heads, mlp_dim) and fusion
+  (depth, heads, mlp_dim; at the text width). Depth 0 = no such module.
 
   ``__call__(batch, needs)`` computes the requested OUTPUTS and only the work they need
   (medjax/models/forward.py); the methods below are the pieces it is made of.
   """
 
   def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
-    kw = dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.float32, rngs=rngs)
+    kw = dict(dtype=precision.compute_dtype(cfg.dtype), param_dtype=jnp.float32, rngs=rngs)
     tower = dict(kw, stack=layers.StackOptions(remat=cfg.remat, scan=cfg.scan_layers))
     im, tx, de, md, fu = cfg.image, cfg.text, cfg.decoder, cfg.mae_decoder, cfg.fusion
     # Options an unresolved config may lack (configs.resolve fills them from the same defaults).
     io, to = ({**defaults, **tower_cfg} for defaults, tower_cfg in (
         (base.IMAGE_OPTIONS, im), (base.TEXT_OPTIONS, tx)))
     self.mask_ratio = cfg.mask_ratio
+    self.logits_chunk = cfg.logits_chunk  # positions per chunk of vocabulary losses (forward.py)
     self.image = ViT(
         im.width, im.depth, im.heads, im.mlp_dim, im.patch_size, im.channels,
         class_token=io["class_token"], positions=io["positions"],
@@ -88,10 +89,9 @@ class MedMLLM(nnx.Module):
     self.logit_bias = _scalar(-10.0, rngs)
 
   @staticmethod
-  def _head(width: int, proj_dim: int, **kw) -> nnx.Einsum:
-    return nnx.Einsum(
-        "...d,dp->...p", (width, proj_dim),
-        kernel_init=layers.partitioned(nnx.initializers.lecun_normal(), "embed", "proj"), **kw)
+  def _head(width: int, proj_dim: int, **kw) -> nnx.LinearGeneral:
+    return layers.dense(width, proj_dim, ("embed",), ("proj",), use_bias=False,
+                        kernel_init=nnx.initializers.lecun_normal(), **kw)
 
   def encode_image(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
     """images [B, H, W, C] -> (tokens [B, N, width] in the compute dtype, pooled float32)."""
@@ -107,14 +107,14 @@ class MedMLLM(nnx.Module):
     return self.decoder
 
   def decode(self, ids: jax.Array, mask: jax.Array, image_tokens: jax.Array,
-             at: jax.Array | None = None) -> jax.Array:
-    """Next-token logits [B, T, vocab] float32, conditioned on the image tokens (only position
-    `at`'s, [B, vocab], when given)."""
+             at: jax.Array | None = None) -> TiedLogits | jax.Array:
+    """Next-token logits [B, T, vocab] float32 (TiedLogits), conditioned on the image tokens
+    (only position `at`'s, a [B, vocab] array, when given)."""
     decoder = self._decoder()
     return decoder(ids, mask, self.image_to_decoder(image_tokens), at=at)
 
   def decode_from_text(self, ids: jax.Array, mask: jax.Array, states: jax.Array,
-                       states_mask: jax.Array) -> jax.Array:
+                       states_mask: jax.Array) -> TiedLogits:
     """Next-token logits [B, T, vocab] float32, conditioned on encoded text (padding hidden)."""
     decoder = self._decoder()
     return decoder(ids, mask, self.text_to_decoder(states), states_mask)

@@ -73,7 +73,8 @@ def resize_positions(table: jax.Array, grid: tuple[int, int], new: tuple[int, in
 
 
 class ViT(nnx.Module):
-  """Images [B, H, W, C] -> (patch tokens [B, N, width], pooled [B, width] float32).
+  """Images [B, H, W, C] -> (patch tokens [B, N, width] in the compute dtype, pooled [B, width]
+  float32).
 
   Positions are computed for the actual patch grid, so any H, W divisible by the patch size
   work with the same parameters (e.g. pretrain at 224, fine-tune at 384): the sin-cos code is
@@ -100,10 +101,8 @@ class ViT(nnx.Module):
     patch_dim = patch_size * patch_size * channels
     # A linear map of flattened patches equals the usual stride-p conv stem, but keeps the
     # kernel a plain ('patch', 'embed') matrix for sharding.
-    self.stem = nnx.Einsum(
-        "bnp,pd->bnd", (patch_dim, width), (width,),
-        kernel_init=layers.partitioned(nnx.initializers.lecun_normal(), "patch", "embed"),
-        bias_init=layers.partitioned(nnx.initializers.zeros_init(), "embed"), **kw)
+    self.stem = layers.dense(patch_dim, width, ("patch",), ("embed",),
+                             kernel_init=nnx.initializers.lecun_normal(), **kw)
     self.blocks = layers.Stack(depth, width, heads, mlp_dim, options=stack, block=block, **kw)
     self.norm = layers.layer_norm(width, eps=block.norm_eps, **kw)
     table = layers.partitioned(nnx.initializers.normal(0.02), "length", "embed")

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from medjax.models.text import TiedLogits
+
 # Stands in for -inf in masked logits: exp() of it is exactly 0, yet 0 * NEG is 0, not NaN.
 NEG = -1e9
 
@@ -45,17 +47,45 @@ def info_nce(logits: jax.Array, valid: jax.Array):
           weighted_mean(row_top1, valid), weighted_mean(col_top1, valid))
 
 
-def token_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array):
-  """Cross-entropy of logits [B, T, V] against int targets [B, T], averaged with per-token
-  weights. -> (loss, accuracy, sum of weights)."""
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
-  correct = jnp.argmax(logits, axis=-1) == targets
+def token_cross_entropy(logits, targets: jax.Array, weights: jax.Array):
+  """Cross-entropy of logits [B, T, V] (an array, or the model's TiedLogits) against int targets
+  [B, T], averaged with per-token weights. -> (loss, accuracy, sum of weights)."""
+  ce, correct = _per_token(logits, targets)
   return weighted_mean(ce, weights), weighted_mean(correct, weights), jnp.sum(weights)
+
+
+def _ce_and_hits(logits: jax.Array, targets: jax.Array):
+  logits = logits.astype(jnp.float32)
+  return (optax.softmax_cross_entropy_with_integer_labels(logits, targets),
+          jnp.argmax(logits, axis=-1) == targets)
+
+
+def _per_token(logits, targets):
+  """(cross-entropy, argmax hit) per position [B, T]. TiedLogits with chunk c > 0: c positions
+  at a time in a loop whose body is rematerialised, so only [B, c, V] logits exist at once, in
+  the forward and the backward pass (positions padded up to a multiple of c, then dropped)."""
+  if not isinstance(logits, TiedLogits):
+    return _ce_and_hits(logits, targets)
+  b, t = targets.shape
+  c = logits.chunk
+  if not 0 < c < t:
+    return _ce_and_hits(logits.full(), targets)
+  n = -(-t // c)
+  states = jnp.pad(logits.states, ((0, 0), (0, n * c - t), (0, 0)))
+  targets = jnp.pad(targets, ((0, 0), (0, n * c - t)))
+  # [n, B, c, ...]: the loop runs over chunks of positions; the batch axis keeps its sharding.
+  states = states.reshape(b, n, c, -1).swapaxes(0, 1)
+  targets = targets.reshape(b, n, c).swapaxes(0, 1)
+  chunk = jax.checkpoint(lambda s, y: _ce_and_hits(logits.project(s), y))
+  ce, hits = jax.lax.map(lambda args: chunk(*args), (states, targets))
+  unchunk = lambda x: x.swapaxes(0, 1).reshape(b, n * c)[:, :t]
+  return unchunk(ce), unchunk(hits)
 
 
 def next_token_cross_entropy(logits: jax.Array, ids: jax.Array, mask: jax.Array,
                              rows: jax.Array):
   """Teacher forcing: the logit at t predicts token t + 1, for real target tokens (mask) of the
-  rows with ``rows`` True. -> (loss, accuracy, number of target tokens)."""
+  rows with ``rows`` True. `logits` as in token_cross_entropy. -> (loss, accuracy, number of
+  target tokens)."""
   weights = mask[:, 1:].astype(jnp.float32) * rows.astype(jnp.float32)[:, None]
   return token_cross_entropy(logits[:, :-1], ids[:, 1:], weights)

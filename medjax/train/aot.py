@@ -44,9 +44,12 @@ def train_step(ts: state_lib.TrainSetup, mesh, objectives_cfg):
 
 
 def step_flops_per_device(config, mesh, objectives_cfg) -> float:
-  """FLOPs of one train step per device, as MFU counts them: the whole step's, traced with the
-  layer stacks unrolled (`metrics.model_flops`), split evenly over the mesh's devices."""
-  config = metrics.unrolled(resolve.resolved(config))
+  """Model FLOPs of one train step per device, as MFU counts them: the matmuls of the traced
+  step (`metrics.model_flops`: every layer of a scanned stack counts), with remat off so the
+  recomputed forward is left out, split evenly over the mesh's devices. Traced, never
+  compiled: about as long as one trace of the step (seconds, at any depth)."""
+  config = resolve.resolved(config)
+  config.model.remat = "none"
   ts = state_lib.setup(config, mesh)
   with jax.set_mesh(mesh):
     flops = metrics.model_flops(train_step(ts, mesh, objectives_cfg), ts.abstract_state,

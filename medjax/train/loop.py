@@ -61,7 +61,6 @@ def train(config, workdir, devices=None) -> list[dict]:
 
   # -------------------------------------------------------------------- Model and sharding --
   ts = state_lib.setup(config, mesh)
-  unrolled = state_lib.setup(metrics_lib.unrolled(config), mesh)  # for FLOP counts (metrics.py)
   n_params = sum(x.size for x in jax.tree.leaves(ts.abstract_state["params"]))
   logging.info("Model: %.2fM params; %.1f MiB of train state per device.", n_params / 1e6,
                sharding.per_device_bytes(ts.abstract_state, ts.shardings) / 2**20)
@@ -105,7 +104,7 @@ def train(config, workdir, devices=None) -> list[dict]:
     with jax.set_mesh(mesh):  # activation sharding constraints resolve against this mesh
       compiled = aot.train_step(ts, mesh, stage.objectives).lower(state, batch).compile()
       seconds = time.perf_counter() - t0
-      shares = stages.flops_shares(unrolled.graphdef, stage, state["params"], batch)
+      shares = stages.flops_shares(ts.graphdef, stage, state["params"], batch)
     flops = aot.step_flops_per_device(config, mesh, stage.objectives)
     logging.info("Stage %s (steps %d-%d): compiled in %.1f s; %.3g FLOPs per device per step; "
                  "objectives %s.", stage.name, stage.first, stage.last, seconds, flops,

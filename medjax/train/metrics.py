@@ -1,34 +1,53 @@
-"""Throughput accounting (FLOPs, MFU) and the metric files of a run."""
+"""Throughput accounting (matmul FLOPs of the traced step, MFU) and the metric files of a run."""
 from __future__ import annotations
 
 import json
+import math
 import struct
 import time
 
 import jax
 from absl import logging
+from jax.extend import core as jax_core
 from tensorboardX.proto import event_pb2, summary_pb2
 from tensorboardX.record_writer import masked_crc32c
 
 from medjax import paths
 
 
-def unrolled(config):
-  """`config` with every layer stack unrolled (model.scan_layers False): what `model_flops`
-  must trace, since XLA counts a scanned loop body once, whatever its trip count (medmllm_s's
-  6-block image tower would read as 1/6 of its FLOPs)."""
-  out = config.copy_and_resolve_references()
-  out.model.scan_layers = False
-  return out
+def matmul_flops(jaxpr) -> float:
+  """FLOPs of the matrix multiplications of a (closed) jaxpr: 2 x output size x contracted size
+  per dot_general (what MFU counts; elementwise work is left out), entering every sub-jaxpr: a
+  scan's body counts once per iteration, a cond counts its costliest branch. A while loop's
+  trip count is unknown when tracing: its body counts once, and a warning says so."""
+  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)  # a ClosedJaxpr's Jaxpr
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == "dot_general":
+      (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+      lhs = eqn.invars[0].aval.shape
+      total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(
+          lhs[i] for i in lhs_contract)
+      continue
+    inner = [matmul_flops(sub) for sub in jax_core.jaxprs_in_params(eqn.params)]
+    if not inner:
+      continue
+    if name == "cond":
+      total += max(inner)
+    else:
+      if name == "while":
+        logging.warning("matmul_flops: a while loop's body is counted once (trip count unknown).")
+      total += eqn.params.get("length", 1) * sum(inner) if name == "scan" else sum(inner)
+  return total
 
 
 def model_flops(fn, *args) -> float:
-  """FLOPs of one call of `fn(*args)` over the whole mesh (args may be ShapeDtypeStructs):
-  XLA's count of the traced, unoptimised program; nothing is compiled. Build `fn` from an
-  `unrolled` config. With model.remat the recomputed forward is counted too (hardware, not
-  model, FLOPs)."""
-  cost = jax.jit(fn).lower(*args).cost_analysis()
-  return float(cost.get("flops", 0.0)) if cost else 0.0
+  """Matmul FLOPs of one call of `fn(*args)` over the whole mesh (args may be
+  ShapeDtypeStructs): counted on the traced program (`matmul_flops`), nothing is lowered or
+  compiled, so this takes the time of one trace at any depth. With model.remat the recomputed
+  forward is counted too (hardware, not model, FLOPs): count a remat "none" config for MFU."""
+  return matmul_flops(jax.jit(fn).trace(*args).jaxpr)
 
 
 def mfu(flops_per_device: float, step_seconds: float, peak_flops_per_device: float) -> float:

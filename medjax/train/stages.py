@@ -80,8 +80,7 @@ def stream_start(stages: list[Stage], step: int) -> int:
 def flops_shares(graphdef, stage: Stage, params, batch) -> dict:
   """Each active objective's forward+backward FLOPs (traced alone, `metrics.model_flops`) over
   the sum of them: where a stage's step time goes, to first order. Shared work (one image
-  encoding serving two objectives) is counted in each. `graphdef`: of the model built from a
-  `metrics.unrolled` config."""
+  encoding serving two objectives) is counted in each."""
   def grad_of(name):
     cfg = stage.objectives.copy_and_resolve_references()
     for other in cfg:
