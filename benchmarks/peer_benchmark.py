@@ -3,7 +3,7 @@
   python -m benchmarks.peer_benchmark --config clip_vit_s16 [--rounds 3] [--steps 2] \
       [--precisions float32,bfloat16] [--out results.json]
 
-Needs torch (`pip install -e .[bench]`). Both sides start from the same parameters (medjax's
+Needs torch (`pip install -e '.[hf]'`). Both sides start from the same parameters (medjax's
 init copied into benchmarks/torch_peer.py's model; their first losses are printed side by side)
 and train on the same synthetic batch. Each round times `--steps` steps of every side in turn
 (medjax f32, torch f32, medjax bf16, torch bf16: A B A B ...), after --warmup steps each, and
