@@ -23,12 +23,12 @@ flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
 
 
 def _time_stage(config, mesh, stage, steps: int) -> dict:
-  compiled, ts, compile_seconds = aot.compile_train_step(config, mesh, stage.objectives)
+  compiled, ts, compile_seconds = aot.compile_train_step(config, mesh, stage)
   state = state_lib.init(config, ts)
   batch = aot.synthetic_batch(config, sharding.batch_sharding(mesh))
   _, times = timing.time_steps(compiled, state, batch, steps, warmup=2)
   step_seconds = statistics.median(times)
-  flops = aot.step_flops_per_device(config, mesh, stage.objectives)
+  flops = aot.step_flops_per_device(config, mesh, stage)
   return dict(objectives=sorted(objectives.active(stage.objectives)),
               compile_seconds=round(compile_seconds, 2), step_seconds_median=step_seconds,
               step_seconds_min=min(times), step_seconds_max=max(times),

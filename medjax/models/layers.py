@@ -55,6 +55,11 @@ def layer_norm(width: int, *, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.LayerNo
       bias_init=partitioned(nnx.initializers.zeros_init(), "embed"), rngs=rngs)
 
 
+def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
+  """Unit vectors along `axis`; an all-zero one stays zero (cosine 0 with everything)."""
+  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=axis, keepdims=True) + 1e-12)
+
+
 def padding_mask(mask: jax.Array) -> jax.Array:
   """[B, S] bool (True = real token) -> attention mask [B, 1, 1, S] over keys."""
   return mask.astype(bool)[:, None, None, :]

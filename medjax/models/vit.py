@@ -77,10 +77,16 @@ class ViT(nnx.Module):
     x = images.reshape(b, rows, p, cols, p, c).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(b, rows * cols, p * p * c), (rows, cols)
 
-  def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, images: jax.Array, hidden: jax.Array | None = None,
+               mask_token: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """`hidden` [B, N] bool (iBOT's student): those patches enter as `mask_token` [width]
+    instead of their pixels' embedding, with their position code as every patch."""
     patches, (rows, cols) = self.patchify(images.astype(self.dtype))
     positions = jnp.asarray(sincos_2d(rows, cols, self.width), self.dtype)
-    tokens = self._encode(self.stem(patches) + positions)
+    x = self.stem(patches)
+    if hidden is not None:
+      x = jnp.where(hidden[..., None], mask_token.astype(x.dtype), x)
+    tokens = self._encode(x + positions)
     pooled = jnp.mean(tokens.astype(jnp.float32), axis=1)
     return tokens, pooled
 
