@@ -5,10 +5,13 @@
 The step runs on synthetic batches of the config's shapes (this measures the model and its
 sharding, not the input pipeline). MFU = the step's FLOPs per device (`aot.step_flops_per_device`:
 XLA's count with the layer stacks unrolled) / median step time / the matmul peak measured in the
-same run (f32, or bf16->f32 when the model computes in bf16).
+same run (f32, or bf16->f32 when the model computes in bf16). `cpu_seconds_per_step` is this
+process's CPU time (all its threads) per timed step: less disturbed than wall time by other
+jobs on a shared machine, and what equal-CPU-time comparisons of recipes need.
 """
 import json
 import statistics
+import time
 
 from absl import flags
 
@@ -26,12 +29,16 @@ def _time_stage(config, mesh, stage, steps: int) -> dict:
   compiled, ts, compile_seconds = aot.compile_train_step(config, mesh, stage)
   state = state_lib.init(config, ts)
   batch = aot.synthetic_batch(config, sharding.batch_sharding(mesh))
-  _, times = timing.time_steps(compiled, state, batch, steps, warmup=2)
+  state, _ = timing.time_steps(compiled, state, batch, 0, warmup=2)
+  cpu_start = time.process_time()
+  _, times = timing.time_steps(compiled, state, batch, steps)
+  cpu_seconds = (time.process_time() - cpu_start) / steps
   step_seconds = statistics.median(times)
   flops = aot.step_flops_per_device(config, mesh, stage)
   return dict(objectives=sorted(objectives.active(stage.objectives)),
               compile_seconds=round(compile_seconds, 2), step_seconds_median=step_seconds,
               step_seconds_min=min(times), step_seconds_max=max(times),
+              cpu_seconds_per_step=cpu_seconds,
               examples_per_second=config.batch_size / step_seconds,
               flops_per_step_per_device=flops, achieved_flops_per_device=flops / step_seconds)
 

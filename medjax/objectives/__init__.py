@@ -10,10 +10,11 @@ batch has nothing for them.
 Optional, per module: `validate(cfg)` (its own options); `REQUIRES`, config fields that must be
 > 0 for it to run (checked by medjax.configs.resolve); and state kept in the train state across
 steps (e.g. DINO's centre): `init_state(params) -> dict of arrays` (sized from the params) and
-`update_state(state, outputs, batch, cfg) -> dict`, called by the train step after the loss,
-outside the gradient. The train step also puts into `outputs` the objective's state before the
-step (`outputs[_common.state_key(name)]`) and `outputs[_common.STAGE_STEP]` (steps of the stage
-done before this one), for schedules.
+`update_state(state, outputs, batch, cfg) -> dict`, called by the train step outside the
+gradient, where `outputs` holds the teacher's outputs and the entries below but not the
+student's. The train step puts into `outputs` each objective's state before the step
+(`outputs[_common.state_key(name)]`) and `outputs[_common.STAGE_STEP]` (steps of the stage done
+before this one), for schedules.
 """
 import importlib
 import math
