@@ -28,7 +28,7 @@ from benchmarks import peak_flops, torch_peer
 from medjax import objectives, paths, sharding
 from medjax.cli import common
 from medjax.models import precision
-from medjax.train import aot, state as state_lib
+from medjax.train import aot, stages, state as state_lib
 
 common.define_config_flag()
 flags.DEFINE_integer("rounds", 3, "Rounds; each times every side in turn.")
@@ -94,7 +94,7 @@ def run(config, *, rounds: int, steps: int, warmup: int, precisions) -> dict:
   mesh = sharding.make_mesh(config.mesh)
   batch = aot.synthetic_batch(config, sharding.batch_sharding(mesh))
   host_batch = torch_peer.torch_batch(jax.device_get(batch))
-  flops = aot.step_flops_per_device(config, mesh, config.objectives) * mesh.size
+  flops = aot.step_flops_per_device(config, mesh, stages.plan(config)[0]) * mesh.size
 
   sides, first_losses, compile_seconds = {}, {}, {}
   for p in precisions:

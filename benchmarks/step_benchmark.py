@@ -82,7 +82,7 @@ def run(config, sides: list[str], rounds: int, steps: int) -> dict:
   out = dict(devices=mesh.size, batch_size=config.batch_size, sides=sides,
              load_average_before=os.getloadavg(), peaks=[], stages={})
   for index, stage in enumerate(stages.plan(config)):
-    flops = aot.step_flops_per_device(config, mesh, stage.objectives)  # the same for every side
+    flops = aot.step_flops_per_device(config, mesh, stage)  # the same for every side
     workers = [_Side(spec, _config_spec(), index) for spec in sides]
     times = {w.spec: [] for w in workers}
     try:

@@ -5,9 +5,9 @@ steps on request, so two code versions alternate in one run.
   python benchmarks/step_worker.py CONFIG[:ARG] STAGE_INDEX [field=value ...]
 
 Prints one JSON line when ready ({"compile_seconds", "loss", "dtype"}: the compute dtype);
-then, per line "N" on stdin, runs N steps and prints {"seconds": [...]}. Only APIs every
-medjax version since the package restructure has are used (aot.compile_train_step,
-aot.synthetic_batch, state.init, stages.plan).
+then, per line "N" on stdin, runs N steps and prints {"seconds": [...]}. It uses only
+aot.compile_train_step (given a Stage), aot.synthetic_batch, state.init and stages.plan, so
+any checkout since those APIs can be a side.
 """
 import importlib
 import json
@@ -39,7 +39,7 @@ def main(argv: list[str]) -> None:
   config = resolve.resolved(_config(argv[1], argv[3:]))
   stage = stages.plan(config)[int(argv[2])]
   mesh = sharding.make_mesh(config.mesh)
-  compiled, ts, compile_seconds = aot.compile_train_step(config, mesh, stage.objectives)
+  compiled, ts, compile_seconds = aot.compile_train_step(config, mesh, stage)
   state = state_lib.init(config, ts)
   batch = aot.synthetic_batch(config, sharding.batch_sharding(mesh))
   for _ in range(2):  # warm-up

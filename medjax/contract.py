@@ -129,11 +129,28 @@ FLAG_KEYS = ("has_image", "has_text", "has_sentence", "has_findings_impression")
 EMPTY_PATIENT = -1  # `patient` of an empty row: matches nobody's hash
 
 
+NO_PATCH = -1  # an unused slot of `ibot_patches`
+
+
+def ibot_slots(data_cfg) -> int:
+  """Slots per global crop of `ibot_patches`: the most patches iBOT may hide in one crop."""
+  patches = (int(data_cfg.image_size) // int(data_cfg.patch_size)) ** 2
+  return max(1, int(float(data_cfg.ibot_mask_ratio[1]) * patches))
+
+
 def batch_specs(data_cfg) -> dict:
   """key -> (shape of one row, numpy dtype) of every batch key, for a resolved data config
-  (`image_size`, `channels`, `patch_size`, `text_len`, `sentence_len`)."""
+  (`image_size`, `channels`, `patch_size`, `text_len`, `sentence_len`; the optional keys
+  `local_crops` and `ibot_patches` exist only when `local_crops` > 0 and
+  `ibot_mask_probability` > 0)."""
   s, c, t = int(data_cfg.image_size), int(data_cfg.channels), int(data_cfg.text_len)
   patches = (s // int(data_cfg.patch_size)) ** 2
+  optional = {}
+  if int(data_cfg.local_crops) > 0:
+    local = int(data_cfg.local_crop_size)
+    optional["local_crops"] = ((int(data_cfg.local_crops), local, local, c), np.float32)
+  if float(data_cfg.ibot_mask_probability) > 0:
+    optional["ibot_patches"] = ((2, ibot_slots(data_cfg)), np.int32)
   return {
       "image": ((s, s, c), np.float32), "image2": ((s, s, c), np.float32),
       "patient": ((), np.int32),
@@ -146,11 +163,14 @@ def batch_specs(data_cfg) -> dict:
       "image_entities": ((len(ENTITIES),), np.float32),
       "text_entities": ((len(ENTITIES),), np.float32),
       "mae_noise": ((patches,), np.float32),
+      **optional,
   }
 
 
 def empty_row(data_cfg) -> dict:
-  """A row with nothing in it: zeros everywhere, `patient` EMPTY_PATIENT."""
+  """A row with nothing in it: zeros everywhere, `patient` EMPTY_PATIENT, no hidden patch."""
   row = {k: np.zeros(shape, dtype) for k, (shape, dtype) in batch_specs(data_cfg).items()}
   row["patient"] = np.int32(EMPTY_PATIENT)
+  if "ibot_patches" in row:
+    row["ibot_patches"][:] = NO_PATCH
   return row

@@ -30,6 +30,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("patch", None),  # flattened patch pixels, the ViT stem's input dimension
     ("length", None),  # positions of a learned position table
     ("proj", None),  # shared embedding space of the projection heads
+    ("prototypes", "tensor"),  # the DINO / iBOT heads' prototypes (tens of thousands)
     # activations
     ("batch", ("data", "fsdp")),
     ("act_length", None),

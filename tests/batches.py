@@ -9,14 +9,16 @@ import numpy as np
 
 from medjax import contract
 from medjax.configs import base, resolve
+from medjax.data import tasks
 
 TOWER = dict(width=32, depth=1, heads=2, mlp_dim=64)
 
 
 def config(*, image_size=32, patch_size=8, channels=1, text_len=8, sentence_len=6, vocab=64,
-           batch_size=4, **model):
+           batch_size=4, data=None, objectives=None, **model):
   """The base config with one-block, 32-wide towers; `model` entries update `config.model`
-  (sub-dicts are merged). Resolved: derived fields filled, every field checked."""
+  (sub-dicts are merged), `data` ones `config.data`, `objectives` (name -> weight) set weights.
+  Resolved: derived fields filled, every field checked."""
   c = base.get_config()
   c.batch_size = batch_size
   # float32 whatever the machine: tests compare numbers across meshes and code paths at float32
@@ -34,7 +36,16 @@ def config(*, image_size=32, patch_size=8, channels=1, text_len=8, sentence_len=
     else:
       c.model[key] = value
   c.data.text_len, c.data.sentence_len = text_len, sentence_len
+  c.data.update(data or {})
+  for name, weight in (objectives or {}).items():
+    c.objectives[name].weight = weight
   return resolve.resolved(c)
+
+
+# Small self-distillation heads and what their objectives read: 2 local crops of 16 px, masks.
+HEADS = dict(dino_head=dict(prototypes=24, hidden=32, bottleneck=16, depth=3),
+             ibot_head=dict(prototypes=20, hidden=32, bottleneck=16, depth=2))
+MULTI_CROP = dict(local_crops=2, local_crop_size=16, ibot_mask_probability=0.75)
 
 
 # Share of rows with each kind of input: every batch has rows lacking each of them.
@@ -53,7 +64,13 @@ def random_batch(cfg, batch_size: int | None = None, seed: int = 0) -> dict:
   out = {}
   for key, (shape, dtype) in contract.batch_specs(cfg.data).items():
     full = (b, *shape)
-    if key in FLAG_RATES:
+    if key == "ibot_patches":  # patch indices as the pipeline draws them
+      d = cfg.data
+      rows = [tasks.hidden_patches(rng, (d.image_size // d.patch_size) ** 2, shape[-1],
+                                   d.ibot_mask_probability, d.ibot_mask_ratio)
+              for _ in range(b * shape[0])]
+      out[key] = np.stack(rows).reshape(full)
+    elif key in FLAG_RATES:
       out[key] = rng.random(b) < FLAG_RATES[key]
     elif key == "patient":
       out[key] = rng.integers(0, max(2, b // 3), b).astype(np.int32)  # repeats across devices

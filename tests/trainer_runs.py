@@ -14,10 +14,12 @@ STEPS = 40  # the reference run's length
 
 
 def cli(workdir, data_dir, *overrides, steps=STEPS):
-  """The trainer command for the tiny config on one device; `overrides` come last."""
-  return [sys.executable, "-m", "medjax.cli.train", "--config=medmllm_tiny",
-          f"--workdir={workdir}", f"--config.data.dir={data_dir}", "--config.mesh.data=1",
-          "--config.log_every=1", f"--config.total_steps={steps}",
+  """The trainer command on one device; `overrides` come last. It trains RAD-DINO's tiny
+  self-distillation beside image_text, so a resumed run also restores the EMA teacher, the
+  objectives' centres, the local crops and the hidden patches."""
+  return [sys.executable, "-m", "medjax.cli.train", "--config=rad_dino:tiny",
+          "--config.objectives.image_text.weight=1.0", f"--workdir={workdir}",
+          f"--config.data.dir={data_dir}", "--config.mesh.data=1", "--config.log_every=1", f"--config.total_steps={steps}",
           "--config.record_batch_digests=True", *overrides]
 
 
@@ -35,11 +37,12 @@ def run(cmd, timeout=600):
 
 
 def saved(workdir, step=None):
-  """(step, params as numpy) of a workdir's newest (or given) checkpoint."""
+  """(step, train state as numpy) of a workdir's newest (or given) checkpoint: params, optimizer
+  state and, where trained, the EMA teacher and the objectives' state."""
   with ocp.CheckpointManager(Path(workdir) / "checkpoints", item_names=("state", "meta")) as mgr:
     step = mgr.latest_step() if step is None else step
     state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-  return step, jax.tree.map(np.asarray, state["params"])
+  return step, jax.tree.map(np.asarray, state)
 
 
 def digests(workdir) -> dict:

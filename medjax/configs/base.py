@@ -81,6 +81,16 @@ def get_config(arg=None):
   c.data.mean = 0.5
   c.data.std = 0.25
   c.data.crop_scale = (0.6, 1.0)  # random-resized-crop area range (train only)
+  # Multi-crop (DINO): `image` and `image2` are the two global crops (crop_scale above); this
+  # many local crops per image besides, local_crop_size pixels square (a multiple of the patch
+  # size), each covering a local_crop_scale share of the area. 0 = none: no `local_crops` key.
+  c.data.local_crops = 0
+  c.data.local_crop_size = 96
+  c.data.local_crop_scale = (0.05, 0.32)
+  # iBOT's hidden patches: each global crop is masked with this probability, then a share drawn
+  # uniformly from ibot_mask_ratio of its patches. 0 = no `ibot_patches` key (DINOv2: 0.5).
+  c.data.ibot_mask_probability = 0.0
+  c.data.ibot_mask_ratio = (0.1, 0.5)
   # Labels that never become image entity vectors (entity_alignment): the downstream targets.
   # Med-MLLM pretrains without COVID-19 labels and fine-tunes on them with few labels; withholding
   # them keeps a probe or fine-tune on them honest. The text (notes, reports) is still used.
@@ -123,6 +133,11 @@ def get_config(arg=None):
   # Cross-modal fusion blocks (M3AE) over [kept image tokens; masked text states], at the text
   # width; when depth > 0, MLM and MAE predict from the fused states. depth 0 = none.
   c.model.fusion = dict(depth=0, heads=12, mlp_dim=3072)
+  # Self-distillation heads (DINO on the pooled image feature, iBOT on patch tokens): an MLP of
+  # `depth` linear maps (hidden width `hidden`, GELU between) to `bottleneck`, l2-normalised,
+  # then unit-norm prototypes (DINOv2: 3, 2048, 256, 65536). prototypes 0 = no such head.
+  c.model.dino_head = dict(prototypes=0, hidden=2048, bottleneck=256, depth=3)
+  c.model.ibot_head = dict(prototypes=0, hidden=2048, bottleneck=256, depth=3)
 
   # ---- Objectives (medjax/objectives) -------------------------------------------------------
   # Each entry: objective name -> its options, always with a `weight`. Weight 0 = off.
@@ -149,6 +164,27 @@ def get_config(arg=None):
   c.objectives.mae = dict(weight=0.0)
   # Teacher-forced report generation from image tokens (image-text pairs only).
   c.objectives.captioning = dict(weight=0.0)
+  # Self-distillation (DINO, Caron et al. 2021; DINOv2, Oquab et al. 2024). dino: the student's
+  # DINO head on every crop against the EMA teacher's centred, sharpened output on the other
+  # global crop. Student temperature tau_student; the teacher's rises linearly from
+  # tau_teacher_start to tau_teacher over the stage's first warmup_steps steps; the centre is an
+  # EMA (center_momentum) of the teacher's outputs over the global batch.
+  c.objectives.dino = dict(weight=0.0, tau_student=0.1, tau_teacher=0.07,
+                           tau_teacher_start=0.04, warmup_steps=30, center_momentum=0.9)
+  # iBOT (Zhou et al. 2022): the same on the patch head, for the patches hidden from the
+  # student (data.ibot_mask_*), against the teacher's view of the full crop.
+  c.objectives.ibot = dict(weight=0.0, tau_student=0.1, tau_teacher=0.07,
+                           tau_teacher_start=0.04, warmup_steps=30, center_momentum=0.9)
+  # KoLeo (Sablayrolles et al. 2019, as in DINOv2): spreads the student's pooled features of
+  # each global crop over the GLOBAL batch (-log distance to the nearest other row; DINOv2: 0.1).
+  c.objectives.koleo = dict(weight=0.0)
+
+  # ---- EMA teacher (medjax/train/step.py) ---------------------------------------------------
+  # Kept in the train state only when an objective reads it (dino, ibot): a copy of the image
+  # tower and the heads those objectives use, started from the student at the first step of each
+  # stage that uses it; after each update teacher = m * teacher + (1 - m) * student, with m
+  # rising from `momentum` to `final_momentum` over the stage on a cosine (DINOv2: 0.992, 1).
+  c.teacher = ml_collections.ConfigDict(dict(momentum=0.992, final_momentum=1.0))
 
   # Staged schedule (medjax/train/stages.py): a tuple of
   # dict(name=..., steps=N, weights=dict(<objective>=<weight>, ...)); objectives a stage does not
@@ -203,14 +239,20 @@ def get_config(arg=None):
   return c
 
 
+MEDMLLM_IMAGE_OBJECTIVES = ("image_level", "patient_level", "mae")
+
+
 def medmllm_stages(image_steps: int, text_steps: int, joint_steps: int,
-                   image_sources: tuple | None = None) -> tuple:
+                   image_sources: tuple | None = None, image_weights: dict | None = None) -> tuple:
   """Med-MLLM's pretraining order (Liu et al. 2023): the image encoder learns from images alone,
   the text encoder/decoder from text alone, then both are aligned, incl. unpaired data through
   entity vectors. All nine objectives; weights 1 where the paper gives none. `image_sources`:
-  the datasets with images, which the image stage then reads alone (None: data.sources)."""
-  image = dict(name="image", steps=image_steps,
-               weights=dict(image_level=1.0, patient_level=1.0, mae=1.0))
+  the datasets with images, which the image stage then reads alone (None: data.sources).
+  `image_weights`: the image stage's objectives and weights (default: the paper's three,
+  weight 1; self-distillation, e.g. dino + ibot, may join or replace them, with what
+  medjax/configs/rad_dino.py `enable` sets up)."""
+  weights = image_weights or {n: 1.0 for n in MEDMLLM_IMAGE_OBJECTIVES}
+  image = dict(name="image", steps=image_steps, weights=dict(weights))
   if image_sources is not None:
     image["sources"] = image_sources
   return (

@@ -4,9 +4,18 @@ objectives) on the real covid-chestxray sample, the IU reports and the NCBI abst
   bash launch/demo.sh      # prepares the data, then runs exactly this:
   medjax-train --config medmllm_s --workdir runs/medmllm_s
 
-An ablation (the README's probe table) is one stage of some objectives, weight 1, on some sources:
+An ablation (the README's probe table) is one stage of some objectives, weight 1 (KoLeo 0.1, as
+in DINOv2), on some sources:
   medjax-train --workdir runs/only_clip \
       --config 'medmllm_s:only=image_text+entity_alignment,steps=300,sources=covid_cxr+iu_xray'
+
+The image stage may use RAD-DINO's self-distillation (dino, ibot, koleo; medjax/configs/
+rad_dino.py) beside or instead of Med-MLLM's image objectives, alone or in the full recipe:
+  --config 'medmllm_s:only=dino+ibot,steps=1600,sources=covid_cxr'
+  --config 'medmllm_s:image=image_level+patient_level+mae+dino+ibot'
+Sized for this CPU: heads of 512 hidden, 128 bottleneck and 4,096 prototypes; 6 local crops of
+64 px (4 x 4 patches); the teacher temperature warms up over the stage's first 30%. The global
+crops stay this config's two views (data.crop_scale), so recipes differ in objectives only.
 
 The image stage alone for 1,600 steps is what beat random towers on the linear probe (README,
 round 4: AUROC 0.720 / 0.669 at seeds 0 / 1 against 0.600; 2.9 s/step with two runs side by side):
@@ -15,15 +24,21 @@ round 4: AUROC 0.720 / 0.669 at seeds 0 / 1 against 0.600; 2.9 s/step with two r
 
 Expected on a 2-core CPU: see the README's configs table (measured there).
 """
-from medjax.configs import base, common
+from medjax.configs import base, common, rad_dino
+
+WEIGHTS = {"koleo": 0.1}  # of an objective named in only= or image= (others: 1)
+IMAGE_STEPS = 300
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, only="", steps=0, sources="")
+  arg = common.parse_arg(arg, only="", steps=0, sources="",
+                         image="+".join(base.MEDMLLM_IMAGE_OBJECTIVES))
   c = base.get_config()
   # The image stage is the longest: its contrastive losses learn slowest (small batches here).
   # It reads covid_cxr alone, the one source with images: 32 X-rays per batch instead of ~16.
-  c.stages = base.medmllm_stages(300, 100, 300, image_sources=base.medmllm_image_sources())
+  image = tuple(arg.image.split("+"))
+  c.stages = base.medmllm_stages(IMAGE_STEPS, 100, 300, image_sources=base.medmllm_image_sources(),
+                                 image_weights={n: WEIGHTS.get(n, 1.0) for n in image})
   c.total_steps = 700
   c.batch_size = 32
   c.data.sources = base.medmllm_sources()
@@ -40,11 +55,20 @@ def get_config(arg=None):
   if arg.only:  # one stage of these objectives, weight 1 each (an ablation)
     if arg.steps < 1:
       raise ValueError("medmllm_s arg only=...: give steps=N too")
+    if image != base.MEDMLLM_IMAGE_OBJECTIVES:
+      raise ValueError("medmllm_s arg image=... sets the full recipe's image stage; only=... "
+                       "replaces the recipe: name the objectives there")
     c.total_steps = arg.steps
+    names = tuple(arg.only.split("+"))
     c.stages = (dict(name="only", steps=c.total_steps,
-                     weights={name: 1.0 for name in arg.only.split("+")}),)
+                     weights={n: WEIGHTS.get(n, 1.0) for n in names}),)
+    stage_steps = arg.steps
   elif arg.steps:
     raise ValueError("medmllm_s arg steps=N goes with only=...")
+  else:
+    names, stage_steps = image, IMAGE_STEPS
+  rad_dino.enable(c, names, prototypes=4096, hidden=512, bottleneck=128, local_crops=6,
+                  local_crop_size=64, warmup_steps=round(0.3 * stage_steps))
   if arg.sources:
     c.data.sources = tuple(dict(name=n, weight=1.0) for n in arg.sources.split("+"))
   return c

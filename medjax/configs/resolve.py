@@ -122,6 +122,12 @@ def validate(config) -> None:
   _check(m.image.image_size % m.image.patch_size == 0, "model.image.image_size",
          m.image.image_size, f"must be a multiple of model.image.patch_size={m.image.patch_size}")
   _int(config, "model.text.vocab_size", low=len(contract.SPECIAL_IDS) + 1)
+  for head in ("dino_head", "ibot_head"):
+    _int(config, f"model.{head}.prototypes", low=0)
+    for field in ("hidden", "bottleneck", "depth"):
+      _int(config, f"model.{head}.{field}")
+  _real(config, "teacher.momentum", 0, 1)
+  _real(config, "teacher.final_momentum", config.teacher.momentum, 1)
 
   _int(config, "data.text_len", low=2, high=m.text.max_len)
   if m.decoder.depth:
@@ -132,9 +138,13 @@ def validate(config) -> None:
   _real(config, "data.patient_pairs", 0, 1)
   _one_of(config, "data.normalize", NORMALIZE)
   _real(config, "data.std", 0, math.inf, open_low=True, open_high=True)
-  low, high = (tuple(d.crop_scale) + (None, None))[:2]
-  _check(len(d.crop_scale) == 2 and 0 < low <= high <= 1, "data.crop_scale", d.crop_scale,
-         "must be (low, high) with 0 < low <= high <= 1")
+  for field in ("data.crop_scale", "data.local_crop_scale", "data.ibot_mask_ratio"):
+    _share_range(config, field)
+  _int(config, "data.local_crops", low=0)
+  _int(config, "data.local_crop_size", low=m.image.patch_size)
+  _check(d.local_crop_size % m.image.patch_size == 0, "data.local_crop_size", d.local_crop_size,
+         f"must be a multiple of model.image.patch_size={m.image.patch_size}")
+  _real(config, "data.ibot_mask_probability", 0, 1)
   unknown = set(d.withheld_labels) - set(contract.LABELS)
   _check(not unknown, "data.withheld_labels", tuple(d.withheld_labels),
          f"{sorted(unknown)} are not labels; labels are {list(contract.LABELS)}")
@@ -186,6 +196,32 @@ def validate(config) -> None:
     raise ConfigError(str(e)) from None
   from medjax.train import stages  # stage names, weights, sources and step counts
   try:
-    stages.plan(config)
+    plan = stages.plan(config)
   except ValueError as e:
     raise ConfigError(f"config.stages: {e}") from None
+  _check_stage_inputs(config, plan, objectives)
+
+
+def _share_range(config, field: str) -> None:
+  value = tuple(_get(config, field))
+  low, high = (value + (None, None))[:2]
+  _check(len(value) == 2 and 0 < low <= high <= 1, field, value,
+         "must be (low, high) with 0 < low <= high <= 1")
+
+
+def _check_stage_inputs(config, plan, objectives) -> None:
+  """Every objective a stage trains has what it needs (its REQUIRES fields > 0), and the
+  optional batch keys are made only if some stage reads them (else they would cost for
+  nothing)."""
+  reads = set()
+  for stage in plan:
+    for name in objectives.active(stage.objectives):
+      for field in objectives.requires(name):
+        _check(_get(config, field) > 0, field, _get(config, field),
+               f"must be > 0: stage {stage.name!r} trains the {name} objective")
+    reads |= objectives.needs(stage.objectives)
+  for field, output, what in (("data.local_crops", "dino_local", "local crops (dino)"),
+                              ("data.ibot_mask_probability", "ibot_patch",
+                               "hidden patches (ibot)")):
+    _check(_get(config, field) == 0 or output in reads, field, _get(config, field),
+           f"must be 0: no stage trains an objective that reads {what}")

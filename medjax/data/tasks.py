@@ -1,4 +1,5 @@
-"""Self-supervision targets made on the host: MLM masking, sentence hiding, MAE patch noise.
+"""Self-supervision targets made on the host: MLM masking, sentence hiding, MAE patch noise,
+iBOT's hidden patches.
 
 Pure numpy and string functions; every random choice comes from the caller's
 `np.random.Generator`, so an element's targets depend only on its Grain RNG.
@@ -9,7 +10,7 @@ import re
 
 import numpy as np
 
-from medjax.contract import MASK
+from medjax.contract import MASK, NO_PATCH
 
 # A '.' after one of these is not a sentence end ("Dr. Lee", "e.g. effusion", "vs. atelectasis").
 _ABBREVIATIONS = frozenset(
@@ -111,3 +112,17 @@ def hide_sentence(text: str, rng: np.random.Generator, *, limit: int | None = No
 def patch_noise(rng: np.random.Generator, num_patches: int) -> np.ndarray:
   """Uniform [0, 1) noise per patch; MAE keeps the patches with the lowest values."""
   return rng.random(num_patches, dtype=np.float32)
+
+
+def hidden_patches(rng: np.random.Generator, num_patches: int, slots: int, probability: float,
+                   ratio) -> np.ndarray:
+  """iBOT's hidden patches of one global crop: int32 [slots] raster indices, ascending, then
+  NO_PATCH. With `probability` the crop is masked at all; then a share drawn uniformly from
+  `ratio` (low, high) of its patches, at least one and at most `slots`, chosen uniformly
+  (DINOv2 hides rectangular blocks of patches instead: a difference of this implementation)."""
+  out = np.full(slots, NO_PATCH, np.int32)
+  if rng.random() >= probability:
+    return out
+  count = min(slots, max(1, int(rng.uniform(*ratio) * num_patches)))
+  out[:count] = np.sort(rng.choice(num_patches, count, replace=False))
+  return out

@@ -2,7 +2,9 @@
 
 Rows of unpaired studies (image-only, text-only) and empty slots get zeros wherever they lack
 the input, so every key exists with a static shape. Train mode draws all randomness (view
-choice, crops, jitter, masking, hidden sentence, MAE noise) from the element's Grain RNG.
+choice, crops, jitter, masking, hidden sentence, MAE noise, local crops, iBOT's hidden patches)
+from the element's Grain RNG. The multi-crop draws come after those of every row of a unit, so
+turning them on changes no other key.
 """
 from __future__ import annotations
 
@@ -73,6 +75,11 @@ class Example:
       raise ValueError(f"data.normalize={data_cfg.normalize!r}: expected one of {NORMALIZE}")
     self.per_image = data_cfg.normalize == "per_image"
     self.crop_scale = tuple(float(s) for s in data_cfg.crop_scale)
+    self.local_crops, self.local_size = int(data_cfg.local_crops), int(data_cfg.local_crop_size)
+    self.local_scale = tuple(float(s) for s in data_cfg.local_crop_scale)
+    self.ibot_probability = float(data_cfg.ibot_mask_probability)
+    self.ibot_ratio = tuple(float(r) for r in data_cfg.ibot_mask_ratio)
+    self.ibot_slots = contract.ibot_slots(data_cfg) if self.ibot_probability > 0 else 0
     self.text_len, self.sentence_len = int(data_cfg.text_len), int(data_cfg.sentence_len)
     self.mlm_rate = float(data_cfg.mlm_rate)
     self.num_patches = (self.size // int(data_cfg.patch_size)) ** 2
@@ -93,21 +100,30 @@ class Example:
     self.undecodable = 0  # images met at read time that PIL cannot open (this process)
 
   def __call__(self, unit, rng: np.random.Generator) -> dict:
-    rows = [self.row(item, rng) if item is not None else self.empty() for item in unit]
-    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    rows = [self._row(item, rng) if item is not None else (self.empty(), None) for item in unit]
+    for out, img in rows:  # after every row's other draws: they stay as without multi-crop
+      self._multi_crop(img, rng, out)
+    return {k: np.stack([r[k] for r, _ in rows]) for k in rows[0][0]}
 
   def empty(self) -> dict:
     """`contract.empty_row`: no image, no text, a patient that matches nobody."""
     return {k: v.copy() for k, v in self._empty.items()}
 
   def row(self, item, rng: np.random.Generator) -> dict:
+    """One study -> one row of every batch key."""
+    out, img = self._row(item, rng)
+    self._multi_crop(img, rng, out)
+    return out
+
+  def _row(self, item, rng: np.random.Generator):
+    """(the row without its multi-crop keys filled, the decoded image or None)."""
     dataset, record = item
     out = self.empty()
     out["patient"] = np.int32(patient_hash(text_of(record, "source"),
                                            text_of(record, "patient_id")))
-    views = self._decode(dataset, record, rng)
-    if views is not None:
-      out["image"], out["image2"] = views
+    img = self._decode(dataset, record, rng)
+    if img is not None:
+      out["image"], out["image2"] = self._views(img, rng)
       out["has_image"] = np.bool_(True)
       out["mae_noise"] = tasks.patch_noise(rng, self.num_patches)
       out["image_entities"][self.label_to_entity[
@@ -125,11 +141,33 @@ class Example:
       for key, section in (("findings", findings), ("impression", impression)):
         if section:
           out[f"{key}_ids"], out[f"{key}_mask"] = self.tokenizer.encode(section, self.text_len)
-    return out
+    return out, img
 
-  def _decode(self, dataset: str, record, rng: np.random.Generator):
-    """(image, image2) of the picked view, or None without a (decodable) image. An undecodable
-    image is a counted, logged skip of the image: the row keeps its text, if any."""
+  def _multi_crop(self, img: Image.Image | None, rng: np.random.Generator, out: dict) -> None:
+    """DINO's local crops and iBOT's hidden patches of the two global crops, when configured
+    and the row has an image. Eval mode: each local crop is the whole image at its size."""
+    if img is None:
+      return
+    for k in range(self.local_crops):
+      out["local_crops"][k] = (self._augment(img, rng, self.local_scale, self.local_size)
+                               if self.train else
+                               self._model_input(self._resize(img, None, self.local_size)))
+    if self.ibot_slots:
+      for crop in range(2):
+        out["ibot_patches"][crop] = tasks.hidden_patches(
+            rng, self.num_patches, self.ibot_slots, self.ibot_probability, self.ibot_ratio)
+
+  def _views(self, img: Image.Image, rng: np.random.Generator):
+    """(image, image2): two augmented views (train), or the whole image twice (eval)."""
+    if not self.train:
+      x = self._model_input(self._resize(img, None))
+      return x, x.copy()
+    return (self._augment(img, rng, self.crop_scale, self.size),
+            self._augment(img, rng, self.crop_scale, self.size))
+
+  def _decode(self, dataset: str, record, rng: np.random.Generator) -> Image.Image | None:
+    """The picked view as a grayscale PIL image, or None without a (decodable) image. An
+    undecodable image is a counted, logged skip of the image: the row keeps its text, if any."""
     images = record["images"]
     if not len(images):
       return None
@@ -144,20 +182,19 @@ class Example:
                   "(%d undecodable so far in this process)", dataset,
                   text_of(record, "study_id"), i, type(e).__name__, self.undecodable)
       return None
-    if not self.train:
-      x = self._model_input(self._resize(img, None))
-      return x, x.copy()
-    return self._augment(img, rng), self._augment(img, rng)
+    return img
 
-  def _augment(self, img: Image.Image, rng: np.random.Generator) -> np.ndarray:
-    x = self._resize(img, _crop_box(*img.size, self.crop_scale, rng))
+  def _augment(self, img: Image.Image, rng: np.random.Generator, scale, size: int) -> np.ndarray:
+    """A random resized crop covering `scale` of the area, `size` pixels square, jittered."""
+    x = self._resize(img, _crop_box(*img.size, scale, rng), size)
     mean = x.mean()
     x = (x - mean) * rng.uniform(1 - _JITTER, 1 + _JITTER) + mean + rng.uniform(-_JITTER, _JITTER)
     return self._model_input(np.clip(x, 0.0, 1.0))
 
-  def _resize(self, img: Image.Image, box) -> np.ndarray:
-    """`box` of `img` (None: all of it) at the model's size, as [0, 1] floats."""
-    out = img.resize((self.size, self.size), Image.Resampling.BILINEAR, box=box)
+  def _resize(self, img: Image.Image, box, size: int | None = None) -> np.ndarray:
+    """`box` of `img` (None: all of it) at `size` (default: the model's), as [0, 1] floats."""
+    size = size or self.size
+    out = img.resize((size, size), Image.Resampling.BILINEAR, box=box)
     return np.asarray(out, np.float32) / 255.0
 
   def _model_input(self, x: np.ndarray) -> np.ndarray:

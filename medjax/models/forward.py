@@ -1,8 +1,10 @@
 """MedMLLM's forward pass for many objectives at once.
 
 Each output is computed only if an active objective reads it, and shared work happens once: one
-image-tower pass serves image_emb, view_emb and caption_logits (and encodes image2 alongside),
-one text-encoder pass encodes every text input needed.
+image-tower pass serves image_emb, view_emb and caption_logits (and encodes image2 alongside,
+and both for the self-distillation outputs unless iBOT hides patches of them), one
+text-encoder pass encodes every text input needed. `teacher_outputs` is what an EMA teacher
+computes.
 """
 from __future__ import annotations
 
@@ -19,8 +21,21 @@ OUTPUTS = frozenset({
     "findings_emb", "impression_emb",  # text-text space
     "mlm_logits", "sr_logits", "caption_logits",  # float32 [B, T, vocab], as text.TiedLogits
     "mae_pred", "mae_target", "mae_mask",  # [B, N, patch_dim] x2, [B, N] (1 = hidden patch)
+    # Self-distillation on the global crops (image, image2) and batch['local_crops']. With
+    # ibot_patch needed, the global crops are encoded with batch['ibot_patches'] hidden (iBOT's
+    # student view) and dino_global / global_pooled come from that pass, as in iBOT and DINOv2.
+    "dino_global", "dino_local",  # DINO logits float32 [B, 2, P], [B, L, P] (L = 0: no crops)
+    "ibot_patch",  # iBOT logits float32 [B, 2, M, P'] at the M slots of batch['ibot_patches']
+    "global_pooled",  # pooled features of the global crops, float32 [B, 2, width]
 })
 MAE_OUTPUTS = frozenset({"mae_pred", "mae_target", "mae_mask"})
+GLOBAL_CROP_OUTPUTS = frozenset({"dino_global", "ibot_patch", "global_pooled"})
+SELF_DISTILLATION_OUTPUTS = GLOBAL_CROP_OUTPUTS | {"dino_local"}
+# What an EMA teacher computes (`teacher_outputs`; objectives name them 'teacher/<name>' in their
+# NEEDS), with the top-level modules whose params the teacher keeps its own copy of. A momentum
+# encoder (MoCo) would add e.g. "view_emb": ("image", "view_head").
+TEACHER = "teacher/"
+TEACHER_OUTPUTS = {"dino_global": ("image", "dino_head"), "ibot_patch": ("image", "ibot_head")}
 
 # Text-encoder inputs: name -> (ids key, mask key) in the batch (docs/contracts.md). MLM ids
 # replace tokens but keep the padding of text_ids, so they share its mask.
@@ -59,31 +74,85 @@ def outputs(model, batch: dict, needs: frozenset[str]) -> dict:
     out["logit_bias"] = model.logit_bias[...]
   fused = model.fusion is not None
   masked = bool(needs & MAE_OUTPUTS) or (fused and "mlm_logits" in needs)
-  image = _images(model, batch, needs, out)
+  hide_crop_patches = "ibot_patch" in needs
+  shared_crops = bool(needs & GLOBAL_CROP_OUTPUTS) and not hide_crop_patches
+  encoded = _images(model, batch, needs, out, both_views=shared_crops)
   text = _texts(model, batch, needs, fused and masked, out)
   if masked:
     _masked(model, batch, needs, text.get("mlm"), out)
   if "caption_logits" in needs:
-    out["caption_logits"] = model.decode(batch["text_ids"], batch["text_mask"], image[0])
+    out["caption_logits"] = model.decode(batch["text_ids"], batch["text_mask"],
+                                         encoded["image"][0])
+  if needs & SELF_DISTILLATION_OUTPUTS:
+    _self_distillation(model, batch, needs, encoded, hide_crop_patches, out)
   for name in ("mlm_logits", "sr_logits", "caption_logits"):
     if name in out:  # the losses compute them model.logits_chunk positions at a time
       out[name] = out[name].replace(chunk=model.logits_chunk)
   return out
 
 
-def _images(model, batch, needs, out):
-  """Embeddings of the full images; returns (tokens, pooled) of batch['image'] or None."""
+def teacher_outputs(model, batch: dict, needs: frozenset[str]) -> dict:
+  """What an EMA teacher computes: the TEACHER_OUTPUTS names in ``needs``, from the full global
+  crops (nothing hidden), with gradients stopped. ``model`` carries the teacher's params."""
+  unknown = needs - TEACHER_OUTPUTS.keys()
+  if unknown:
+    raise ValueError(f"Unknown teacher outputs {sorted(unknown)}; known: "
+                     f"{sorted(TEACHER_OUTPUTS)}")
+  out = {}
+  encoded = _images(model, batch, frozenset(), out, both_views=True)
+  _self_distillation(model, batch, needs, encoded, False, out)
+  return jax.lax.stop_gradient(out)
+
+
+def _images(model, batch, needs, out, both_views: bool = False) -> dict:
+  """Embeddings of the full images; returns view key -> (tokens, pooled) of the views encoded
+  (`both_views`: image and image2 whatever else needs them)."""
   views = [k for k, names in (("image", {"image_emb", "view_emb", "caption_logits"}),
-                              ("image2", {"view2_emb"})) if needs & names]
+                              ("image2", {"view2_emb"})) if both_views or needs & names]
   if not views:
-    return None
+    return {}
   encoded = dict(zip(views, jointly(model.encode_image, [(batch[k],) for k in views])))
   if "image_emb" in needs:
     out["image_emb"] = model.embed_image(encoded["image"][1])
   for name, key in (("view_emb", "image"), ("view2_emb", "image2")):
     if name in needs:
       out[name] = model.embed_view(encoded[key][1])
-  return encoded.get("image")
+  return encoded
+
+
+def _self_distillation(model, batch, needs, encoded, hide_patches: bool, out):
+  """DINO / iBOT / KoLeo outputs. `hide_patches`: encode the global crops with iBOT's hidden
+  patches (the student's view); otherwise `encoded` already holds both, in full."""
+  if needs & GLOBAL_CROP_OUTPUTS:
+    if hide_patches:
+      _, h, w, _ = batch["image"].shape
+      num_patches = (h // model.image.patch_size) * (w // model.image.patch_size)
+      hidden = [_hidden(batch["ibot_patches"][:, i], num_patches) for i in (0, 1)]
+      encoded = dict(zip(("image", "image2"), jointly(
+          model.encode_image, [(batch["image"], hidden[0]), (batch["image2"], hidden[1])])))
+    pooled = jnp.stack([encoded["image"][1], encoded["image2"][1]], axis=1)  # [B, 2, width]
+    if "global_pooled" in needs:
+      out["global_pooled"] = pooled
+    if "dino_global" in needs:
+      out["dino_global"] = model.dino_logits(pooled)
+    if "ibot_patch" in needs:
+      tokens = jnp.stack([encoded["image"][0], encoded["image2"][0]], axis=1)  # [B, 2, N, w]
+      slots = jnp.maximum(batch["ibot_patches"], 0)[..., None]  # unused slots read patch 0
+      out["ibot_patch"] = model.ibot_logits(jnp.take_along_axis(tokens, slots, axis=2))
+  if "dino_local" in needs:
+    crops = batch.get("local_crops")
+    if crops is None:  # no local crops configured: DINO on the two global crops alone
+      b, prototypes = batch["image"].shape[0], model.dino_head.prototypes.shape[1]
+      out["dino_local"] = jnp.zeros((b, 0, prototypes), jnp.float32)
+    else:
+      b, k = crops.shape[:2]
+      pooled = model.encode_image(crops.reshape(b * k, *crops.shape[2:]))[1]
+      out["dino_local"] = model.dino_logits(pooled.reshape(b, k, -1))
+
+
+def _hidden(slots: jax.Array, num_patches: int) -> jax.Array:
+  """Slots [B, M] of raster indices (NO_PATCH = -1 unused) -> hidden [B, N] bool."""
+  return jnp.any(slots[:, :, None] == jnp.arange(num_patches)[None, None, :], axis=1)
 
 
 def _texts(model, batch, needs, fuse_mlm, out) -> dict:

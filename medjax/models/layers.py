@@ -119,6 +119,11 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
   return out.astype(q.dtype).transpose(0, 2, 1, 3)
 
 
+def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
+  """Unit vectors along `axis`; an all-zero one stays zero (cosine 0 with everything)."""
+  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=axis, keepdims=True) + 1e-12)
+
+
 def padding_mask(mask: jax.Array) -> jax.Array:
   """[B, S] bool (True = real token) -> attention mask [B, 1, 1, S] over keys."""
   return mask.astype(bool)[:, None, None, :]

@@ -1,4 +1,5 @@
-"""Med-MLLM: ViT image tower, text encoder, text decoder, MAE decoder, optional fusion, heads."""
+"""Med-MLLM: ViT image tower, text encoder, text decoder, MAE decoder, optional fusion, heads
+(projection heads; the DINO / iBOT heads when configured)."""
 from __future__ import annotations
 
 import math
@@ -10,6 +11,7 @@ from flax import nnx
 
 from medjax.configs import base
 from medjax.models import forward, layers, precision
+from medjax.models.dino_head import DinoHead
 from medjax.models.forward import OUTPUTS  # noqa: F401  (public: what __call__ can return)
 from medjax.models.fusion import Fusion
 from medjax.models.mae import MaeDecoder
@@ -27,17 +29,14 @@ def _scalar(value: float, rngs: nnx.Rngs) -> nnx.Param:
   return nnx.Param(init(rngs.params(), (), jnp.float32))
 
 
-def _l2_normalize(x: jax.Array) -> jax.Array:
-  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + 1e-12)
-
-
 class MedMLLM(nnx.Module):
   """The full model, built from the ``model`` sub-config (documented in medjax/configs/base.py):
   dtype, remat, scan_layers, logits_chunk, proj_dim, mask_ratio, image (width, depth, heads,
   mlp_dim, patch_size, channels, image_size and base.IMAGE_OPTIONS), text (vocab_size, width,
   depth, heads, mlp_dim, max_len and base.TEXT_OPTIONS), decoder (width, depth, heads, mlp_dim,
-  max_len; shares the text vocabulary), mae_decoder (width, depth, heads, mlp_dim) and fusion
-  (depth, heads, mlp_dim; at the text width). Depth 0 = no such module.
+  max_len; shares the text vocabulary), mae_decoder (width, depth, heads, mlp_dim), fusion
+  (depth, heads, mlp_dim; at the text width), dino_head and ibot_head (prototypes, hidden,
+  bottleneck, depth). Depth or prototypes 0 = no such module.
 
   ``__call__(batch, needs)`` computes the requested OUTPUTS and only the work they need
   (medjax/models/forward.py); the methods below are the pieces it is made of.
@@ -87,15 +86,31 @@ class MedMLLM(nnx.Module):
     # sigmoid loss near the all-negative prior instead of paying a large initial loss.
     self.logit_scale = _scalar(math.log(10.0), rngs)
     self.logit_bias = _scalar(-10.0, rngs)
+    # Self-distillation (medjax/objectives/dino.py, ibot.py). The ViT has no class token: its
+    # mean-pooled feature plays DINO's [CLS]. iBOT's student sees hidden patches as one learned
+    # token (zeros at init, as in DINOv2).
+    head = lambda h: DinoHead(im.width, **h, **kw) if h.prototypes > 0 else None
+    self.dino_head = head(cfg.dino_head)
+    self.ibot_head = head(cfg.ibot_head)
+    zeros = layers.partitioned(nnx.initializers.zeros_init(), "embed")
+    self.patch_mask_token = (nnx.Param(zeros(rngs.params(), (im.width,), jnp.float32))
+                             if self.ibot_head is not None else None)
 
   @staticmethod
   def _head(width: int, proj_dim: int, **kw) -> nnx.LinearGeneral:
     return layers.dense(width, proj_dim, ("embed",), ("proj",), use_bias=False,
                         kernel_init=nnx.initializers.lecun_normal(), **kw)
 
-  def encode_image(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """images [B, H, W, C] -> (tokens [B, N, width] in the compute dtype, pooled float32)."""
-    return self.image(images)
+  def encode_image(self, images: jax.Array,
+                   hidden: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """images [B, H, W, C] -> (tokens [B, N, width] in the compute dtype, pooled float32).
+    `hidden` [B, N] bool: patches replaced by the iBOT mask token."""
+    if hidden is None:
+      return self.image(images)
+    if self.patch_mask_token is None:
+      raise ValueError("This MedMLLM has no iBOT head (model.ibot_head.prototypes == 0), so no "
+                       "mask token to hide patches with.")
+    return self.image(images, hidden, self.patch_mask_token[...])
 
   def encode_text(self, ids: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     """ids [B, T] int32, mask [B, T] bool -> (states [B, T, width], pooled float32)."""
@@ -121,19 +136,31 @@ class MedMLLM(nnx.Module):
 
   def embed_image(self, pooled: jax.Array) -> jax.Array:
     """Pooled image features -> unit-norm float32 [B, proj_dim] (image-text space)."""
-    return _l2_normalize(self.image_head(pooled).astype(jnp.float32))
+    return layers.l2_normalize(self.image_head(pooled).astype(jnp.float32))
 
   def embed_text(self, pooled: jax.Array) -> jax.Array:
     """Pooled text features -> unit-norm float32 [B, proj_dim] (image-text space)."""
-    return _l2_normalize(self.text_head(pooled).astype(jnp.float32))
+    return layers.l2_normalize(self.text_head(pooled).astype(jnp.float32))
 
   def embed_view(self, pooled: jax.Array) -> jax.Array:
     """Pooled image features -> unit-norm float32 [B, proj_dim] (image-image space)."""
-    return _l2_normalize(self.view_head(pooled).astype(jnp.float32))
+    return layers.l2_normalize(self.view_head(pooled).astype(jnp.float32))
 
   def embed_section(self, pooled: jax.Array) -> jax.Array:
     """Pooled report-section features -> unit-norm float32 [B, proj_dim] (text-text space)."""
-    return _l2_normalize(self.section_head(pooled).astype(jnp.float32))
+    return layers.l2_normalize(self.section_head(pooled).astype(jnp.float32))
+
+  def dino_logits(self, pooled: jax.Array) -> jax.Array:
+    """Pooled image features [..., width] -> DINO prototype logits [..., prototypes] float32."""
+    if self.dino_head is None:
+      raise ValueError("This MedMLLM has no DINO head (model.dino_head.prototypes == 0).")
+    return self.dino_head(pooled)
+
+  def ibot_logits(self, tokens: jax.Array) -> jax.Array:
+    """Patch tokens [..., width] -> iBOT prototype logits [..., prototypes] float32."""
+    if self.ibot_head is None:
+      raise ValueError("This MedMLLM has no iBOT head (model.ibot_head.prototypes == 0).")
+    return self.ibot_head(tokens)
 
   def reconstruct_patches(self, kept: jax.Array, restore: jax.Array,
                           grid: tuple[int, int]) -> jax.Array:

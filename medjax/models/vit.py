@@ -128,9 +128,15 @@ class ViT(nnx.Module):
       return jnp.asarray(sincos_2d(rows, cols, self.width), self.dtype)
     return resize_positions(self.positions[...], self.grid, (rows, cols)).astype(self.dtype)
 
-  def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, images: jax.Array, hidden: jax.Array | None = None,
+               mask_token: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """`hidden` [B, N] bool (iBOT's student): those patches enter as `mask_token` [width]
+    instead of their pixels' embedding, with their position code as every patch."""
     patches, (rows, cols) = self.patchify(images.astype(self.dtype))
-    tokens = self._encode(self.stem(patches) + self.position_code(rows, cols))
+    x = self.stem(patches)
+    if hidden is not None:
+      x = jnp.where(hidden[..., None], mask_token.astype(x.dtype), x)
+    tokens = self._encode(x + self.position_code(rows, cols))
     if self.cls is not None:
       return tokens[:, 1:], tokens[:, 0].astype(jnp.float32)
     pooled = jnp.mean(tokens.astype(jnp.float32), axis=1)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from medjax.models.layers import l2_normalize  # noqa: F401  (the objectives' one)
 from medjax.models.text import TiedLogits
 
 # Stands in for -inf in masked logits: exp() of it is exactly 0, yet 0 * NEG is 0, not NaN.
@@ -26,11 +27,6 @@ def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
 def masked_log_softmax(logits: jax.Array, valid: jax.Array, axis: int) -> jax.Array:
   """log_softmax over the entries where ``valid`` (broadcastable to logits) only."""
   return jax.nn.log_softmax(jnp.where(valid, logits, NEG), axis=axis)
-
-
-def l2_normalize(x: jax.Array) -> jax.Array:
-  """Unit rows; an all-zero row stays zero (cosine 0 with everything)."""
-  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + 1e-12)
 
 
 def info_nce(logits: jax.Array, valid: jax.Array):
@@ -89,3 +85,49 @@ def next_token_cross_entropy(logits: jax.Array, ids: jax.Array, mask: jax.Array,
   target tokens)."""
   weights = mask[:, 1:].astype(jnp.float32) * rows.astype(jnp.float32)[:, None]
   return token_cross_entropy(logits[:, :-1], ids[:, 1:], weights)
+
+
+# Keys the train step adds to `outputs` besides the model's (medjax/train/step.py).
+STAGE_STEP = "stage_step"  # int32 scalar: steps of the current stage done before this one
+
+
+def state_key(name: str) -> str:
+  """`outputs` key of an objective's state before this step (objectives with `init_state`)."""
+  return f"{name}/state"
+
+
+def teacher_targets(logits: jax.Array, center: jax.Array, tau: jax.Array) -> jax.Array:
+  """DINO's teacher distribution: softmax of the centred logits over the temperature (float32).
+  Centring keeps one prototype from winning every image; the low temperature sharpens, and the
+  two together keep the teacher from collapsing to a constant or a uniform output."""
+  return jax.nn.softmax((logits.astype(jnp.float32) - center) / tau, axis=-1)
+
+
+def teacher_temperature(cfg, stage_step: jax.Array) -> jax.Array:
+  """Linear warm-up from cfg.tau_teacher_start to cfg.tau_teacher over the stage's first
+  cfg.warmup_steps steps (0 steps: tau_teacher from the start), then constant."""
+  if not cfg.warmup_steps:
+    return jnp.asarray(cfg.tau_teacher, jnp.float32)
+  progress = jnp.clip(jnp.asarray(stage_step, jnp.float32) / cfg.warmup_steps, 0.0, 1.0)
+  return cfg.tau_teacher_start + (cfg.tau_teacher - cfg.tau_teacher_start) * progress
+
+
+def ema_center(center: jax.Array, logits: jax.Array, weights: jax.Array,
+               momentum: float) -> jax.Array:
+  """center * momentum + (1 - momentum) * the weighted mean of `logits` [..., P] over all but
+  the last axis (the GLOBAL batch under jit); unchanged when every weight is 0."""
+  weights = jnp.broadcast_to(weights.astype(jnp.float32), logits.shape[:-1])
+  total = jnp.sum(weights)
+  kept = jnp.where(weights[..., None] > 0, logits.astype(jnp.float32) * weights[..., None], 0.0)
+  mean = jnp.sum(kept.reshape(-1, logits.shape[-1]), axis=0) / jnp.where(total > 0, total, 1.0)
+  return jnp.where(total > 0, momentum * center + (1 - momentum) * mean, center)
+
+
+def check_self_distillation(name: str, cfg) -> None:
+  """The options dino and ibot share: centre momentum in [0, 1), warm-up steps >= 0."""
+  m = cfg.center_momentum
+  if not (isinstance(m, (int, float)) and not isinstance(m, bool) and 0 <= m < 1):
+    raise ValueError(f"config.objectives.{name}.center_momentum = {m!r}: must be in [0, 1)")
+  w = cfg.warmup_steps
+  if not (isinstance(w, int) and not isinstance(w, bool) and w >= 0):
+    raise ValueError(f"config.objectives.{name}.warmup_steps = {w!r}: must be an integer >= 0")

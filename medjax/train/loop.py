@@ -102,10 +102,10 @@ def train(config, workdir, devices=None) -> list[dict]:
   def compile_stage(stage, state, batch):
     t0 = time.perf_counter()
     with jax.set_mesh(mesh):  # activation sharding constraints resolve against this mesh
-      compiled = aot.train_step(ts, mesh, stage.objectives).lower(state, batch).compile()
+      compiled = aot.train_step(ts, mesh, stage).lower(state, batch).compile()
       seconds = time.perf_counter() - t0
       shares = stages.flops_shares(ts.graphdef, stage, state["params"], batch)
-    flops = aot.step_flops_per_device(config, mesh, stage.objectives)
+    flops = aot.step_flops_per_device(config, mesh, stage)
     logging.info("Stage %s (steps %d-%d): compiled in %.1f s; %.3g FLOPs per device per step; "
                  "objectives %s.", stage.name, stage.first, stage.last, seconds, flops,
                  {k: f"{v:.0%}" for k, v in shares.items()})

@@ -14,10 +14,10 @@ its own data stream (fresh, from `config.seed`); otherwise the stream runs on ac
 import dataclasses
 
 import jax
-from flax import nnx
 
 from medjax import objectives
-from medjax.train import metrics
+from medjax.models.forward import TEACHER_OUTPUTS
+from medjax.train import metrics, step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,17 +80,22 @@ def stream_start(stages: list[Stage], step: int) -> int:
 def flops_shares(graphdef, stage: Stage, params, batch) -> dict:
   """Each active objective's forward+backward FLOPs (traced alone, `metrics.model_flops`) over
   the sum of them: where a stage's step time goes, to first order. Shared work (one image
-  encoding serving two objectives) is counted in each."""
+  encoding serving two objectives) is counted in each, and so is the EMA teacher's forward
+  pass in each objective reading it (traced with the student's params in its place: the same
+  shapes)."""
   def grad_of(name):
     cfg = stage.objectives.copy_and_resolve_references()
     for other in cfg:
       cfg[other].weight = float(other == name)
+    loss = step.loss_fn(graphdef, cfg)
 
-    def loss(params, batch):
-      model = nnx.merge(graphdef, params)
-      return objectives.total_loss(model(batch, needs=objectives.needs(cfg)), batch, cfg)[0]
+    def total(params, batch):
+      teacher = {m: params[m] for n in objectives.teacher_needs(cfg) for m in TEACHER_OUTPUTS[n]}
+      states = {n: objectives.init_state(n, params) for n in objectives.stateful(cfg)}
+      inputs = step.objective_inputs(graphdef, cfg, params, teacher, states, batch, 0)
+      return loss(params, batch, inputs)[0]
 
-    return metrics.model_flops(jax.grad(loss), params, batch)
+    return metrics.model_flops(jax.grad(total), params, batch)
 
   names = list(objectives.active(stage.objectives))
   if len(names) == 1:

@@ -10,6 +10,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from medjax import sharding
+from medjax.models import forward
 from medjax.models.medmllm import OUTPUTS, MedMLLM, param_count
 from medjax.models.text import TiedLogits
 
@@ -20,7 +21,9 @@ PAIR = frozenset({"image_emb", "text_emb", "logit_scale", "logit_bias"})
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
-  return batches.config(channels=3, text_len=T, sentence_len=TS, vocab=VOCAB, **overrides).model
+  """With the self-distillation heads, so every output in OUTPUTS can be computed."""
+  return batches.config(channels=3, text_len=T, sentence_len=TS, vocab=VOCAB,
+                        **{**batches.HEADS, **overrides}).model
 
 
 def _variant(model, **overrides):
@@ -47,9 +50,10 @@ def fused():
 
 @pytest.fixture(scope="module")
 def batch():
-  """Every contract batch key (tests/batches.py), as device arrays."""
+  """Every contract batch key (tests/batches.py), the multi-crop ones too, as device arrays."""
   return jax.tree.map(jnp.asarray, batches.random_batch(batches.config(
-      channels=3, text_len=T, sentence_len=TS, vocab=VOCAB), B))
+      channels=3, text_len=T, sentence_len=TS, vocab=VOCAB, data=batches.MULTI_CROP,
+      objectives=dict(dino=1.0, ibot=1.0), **batches.HEADS), B))
 
 
 def test_forward_returns_unit_norm_float32_embeddings(model, batch):
@@ -125,6 +129,36 @@ def test_mae_hides_the_highest_noise_patches_and_never_sees_them(model, batch):
     other = _call(model, dict(batch, image=image), needs=OUTPUTS)
     assert np.allclose(other["mae_pred"], out["mae_pred"], atol=1e-5) != pred_changes
     assert not np.allclose(other["mae_target"], out["mae_target"], atol=1e-3)
+
+
+def test_self_distillation_outputs_and_what_the_student_sees(model, batch):
+  out = _call(model, batch, needs=OUTPUTS)
+  prototypes = batches.HEADS["dino_head"]["prototypes"]
+  assert out["dino_global"].shape == (B, 2, prototypes)
+  assert out["dino_local"].shape == (B, batches.MULTI_CROP["local_crops"], prototypes)
+  slots = batch["ibot_patches"].shape[-1]
+  assert out["ibot_patch"].shape == (B, 2, slots, batches.HEADS["ibot_head"]["prototypes"])
+  assert out["global_pooled"].shape == (B, 2, 32)
+  assert np.abs(out["dino_global"]).max() <= 1 + 1e-5  # cosines with unit prototypes
+  # Without local crops in the batch: DINO on the two global crops alone.
+  no_local = {k: v for k, v in batch.items() if k != "local_crops"}
+  assert _call(model, no_local, needs=frozenset({"dino_local"}))["dino_local"].shape == (B, 0,
+                                                                                       prototypes)
+  # iBOT's student never sees the pixels of its hidden patches; the teacher sees every patch.
+  hidden = np.zeros((B, N), np.float32)
+  for row, patches in enumerate(np.asarray(batch["ibot_patches"][:, 0])):
+    hidden[row, patches[patches >= 0]] = 1
+  assert hidden.any()
+  repainted = dict(batch, image=batch["image"] + 5.0 * _pixels(hidden))
+  student = frozenset({"dino_global", "ibot_patch", "global_pooled"})
+  for key in student:
+    np.testing.assert_allclose(_call(model, repainted, needs=student)[key], out[key], atol=1e-5)
+  teach = nnx.jit(lambda m, b: forward.teacher_outputs(m, b, frozenset({"dino_global"})))
+  assert not np.allclose(teach(model, repainted)["dino_global"],
+                         teach(model, batch)["dino_global"], atol=1e-4)
+  # Without iBOT the global crops are encoded in full, in the pass the view embeddings share.
+  full = _call(model, batch, needs=frozenset({"dino_global", "view_emb"}))["dino_global"]
+  np.testing.assert_allclose(full, teach(model, batch)["dino_global"], atol=1e-5)
 
 
 def test_fusion_lets_each_masked_modality_read_the_other(model, fused, batch):
@@ -233,10 +267,11 @@ def test_remat_checkpoints_every_block_of_every_tower(fused, batch):
 
     return str(jax.make_jaxpr(jax.grad(loss))(state))
 
-  # Stack passes: image (both views at once), MAE encoder, text encoder (all texts at once),
-  # decoder for captions, decoder for sentences, fusion, MAE decoder.
+  # Stack passes: image (both views at once), the same with iBOT's hidden patches, local crops,
+  # MAE encoder, text encoder (all texts at once), decoder for captions, decoder for
+  # sentences, fusion, MAE decoder.
   fusion = dict(depth=1, heads=2, mlp_dim=64)
-  assert grad_jaxpr(_variant(fused, remat="full", fusion=fusion)).count("remat2[") == 7
+  assert grad_jaxpr(_variant(fused, remat="full", fusion=fusion)).count("remat2[") == 9
   assert "remat" not in grad_jaxpr(fused)
 
 

@@ -1,17 +1,18 @@
-"""The paper recipes (medjax/configs: convirt, m3ae, mae_cxr): their objectives, and that the
-model they build can compute everything those objectives read (traced abstractly, no compile)."""
+"""The paper recipes (medjax/configs: convirt, m3ae, mae_cxr, rad_dino): their objectives, and
+that the model they build can compute everything those objectives read (traced abstractly, no
+compile), the EMA teacher's outputs and objective states included."""
+import jax
 import pytest
-from flax import nnx
 
-from medjax import objectives
-from medjax.configs import convirt, m3ae, mae_cxr, resolve
-from medjax.models.medmllm import MedMLLM
-from medjax.train import aot
+from medjax import objectives, sharding
+from medjax.configs import convirt, m3ae, mae_cxr, rad_dino, resolve
+from medjax.train import aot, stages, state as state_lib, step as step_lib
 
 RECIPES = {
     convirt: {"image_text"},
     m3ae: {"mlm", "mae"},
     mae_cxr: {"mae"},
+    rad_dino: {"dino", "ibot", "koleo"},
 }
 
 
@@ -21,9 +22,17 @@ def test_recipe_trains_its_objectives_and_the_model_supports_them(recipe):
     config = recipe.get_config(arg)
     assert set(objectives.active(config.objectives)) == RECIPES[recipe]
   # Tiny: builds and traces the loss of exactly these objectives on the contract batch.
-  model = nnx.eval_shape(lambda: MedMLLM(config.model, rngs=nnx.Rngs(0)))
-  needs = objectives.needs(config.objectives)
-  total, metrics = nnx.eval_shape(
-      lambda m, b: objectives.total_loss(m(b, needs=needs), b, config.objectives),
-      model, aot.abstract_batch(resolve.resolved(config)))
-  assert total.shape == () and {k.split("/")[0] for k in metrics} == RECIPES[recipe]
+  config = resolve.resolved(config)
+  ts = state_lib.setup(config, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
+  (stage,) = stages.plan(config)
+  loss = step_lib.loss_fn(ts.graphdef, stage.objectives)
+
+  def total(state, batch):
+    inputs = step_lib.objective_inputs(ts.graphdef, stage.objectives, state["params"],
+                                       state.get("teacher"), state.get("objectives", {}), batch,
+                                       0)
+    return loss(state["params"], batch, inputs)
+
+  value, metrics = jax.eval_shape(total, ts.abstract_state, aot.abstract_batch(config))
+  assert value.shape == () and {k.split("/")[0] for k in metrics} == RECIPES[recipe]
+  assert ("teacher" in ts.abstract_state) == (recipe is rad_dino)  # no teacher unless needed

@@ -4,6 +4,7 @@ import pytest
 
 from medjax import objectives
 from medjax.configs import base
+from medjax.models.forward import TEACHER, TEACHER_OUTPUTS
 from medjax.models.medmllm import OUTPUTS
 
 
@@ -44,7 +45,10 @@ def test_every_objective_has_defaults_and_reads_known_outputs():
   assert set(cfg.keys()) == set(objectives.NAMES)
   assert objectives.active(cfg).keys() == {"image_text"}  # existing runs are unchanged
   for name in objectives.NAMES:
-    assert set(objectives._module(name).NEEDS) <= OUTPUTS, name
+    needs = set(objectives._module(name).NEEDS)
+    teacher = {n for n in needs if n.startswith(TEACHER)}
+    assert needs - teacher <= OUTPUTS, name
+    assert {n[len(TEACHER):] for n in teacher} <= set(TEACHER_OUTPUTS), name
 
 
 def test_needs_is_the_union_over_active_objectives():
@@ -53,3 +57,12 @@ def test_needs_is_the_union_over_active_objectives():
                                                          "mae_mask"}
   assert objectives.needs(_config(image_level=1.0, patient_level=1.0)) == {"view_emb",
                                                                            "view2_emb"}
+
+
+def test_teacher_outputs_are_needed_apart_from_the_students():
+  cfg = _config(dino=1.0, ibot=1.0, mae=1.0)
+  assert objectives.needs(cfg) == {"dino_global", "dino_local", "ibot_patch", "mae_pred",
+                                   "mae_target", "mae_mask"}
+  assert objectives.teacher_needs(cfg) == {"dino_global", "ibot_patch"}
+  assert objectives.stateful(cfg) == ("dino", "ibot")
+  assert not objectives.teacher_needs(_config(koleo=1.0, mae=1.0))

@@ -1,7 +1,10 @@
 """Checkpoints that survive preemption: medjax-train with medjax/train/checkpoint.py.
 
 Preemption tests run the trainer CLI in a subprocess on one CPU device (bit-reproducible), kill
-or signal it, resume, and compare with an uninterrupted run bit for bit."""
+or signal it, resume, and compare with an uninterrupted run bit for bit: the whole train state.
+Those runs train RAD-DINO's self-distillation (rad_dino:tiny) beside image_text, so the EMA
+teacher, the DINO / iBOT centres, the local crops and the hidden patches are saved and resumed
+too."""
 import copy
 import json
 import signal
@@ -18,7 +21,14 @@ from safetensors.numpy import save_file
 from medjax import named_params, sharding
 from medjax.configs import medmllm_tiny, resolve
 from medjax.data import pipeline
-from medjax.train import checkpoint, loop as trainer, state as state_lib, step as step_lib, weights
+from medjax.train import (
+  checkpoint,
+  loop as trainer,
+  stages,
+  state as state_lib,
+  step as step_lib,
+  weights,
+)
 
 from trainer_runs import STEPS, cli, digests, one_device_env, run, saved
 
@@ -36,16 +46,6 @@ def _tiny(data_dir, **overrides):
   return c
 
 
-
-
-
-
-
-
-
-
-
-
 def _wait_for_step(workdir, step, proc, timeout=600):
   metrics = Path(workdir) / "metrics.jsonl"
   deadline = time.time() + timeout
@@ -59,9 +59,8 @@ def _wait_for_step(workdir, step, proc, timeout=600):
   raise TimeoutError(f"no step {step} in {metrics}")
 
 
-def _assert_same_params(a, b):
+def _assert_same(a, b):
   jax.tree.map(np.testing.assert_array_equal, a, b)
-
 
 
 def test_sigterm_saves_exits_0_and_resume_is_bit_identical(straight, covid_data_dir, tmp_path):
@@ -75,9 +74,11 @@ def test_sigterm_saves_exits_0_and_resume_is_bit_identical(straight, covid_data_
   stopped, _ = saved(tmp_path)
   assert 10 <= stopped < STEPS, stopped  # it stopped early, at a step boundary, and saved
   run(cmd)
-  (step, params), (ref_step, ref) = saved(tmp_path), saved(straight)
+  (step, state), (ref_step, ref) = saved(tmp_path), saved(straight)
   assert step == ref_step == STEPS
-  _assert_same_params(params, ref)
+  assert {"teacher", "objectives"} <= set(state) and set(state) == set(ref)
+  _assert_same(state, ref)  # params, Adam moments, EMA teacher, centres, counters
+  assert np.abs(state["objectives"]["dino"]["center"]).max() > 0
   assert digests(tmp_path) == digests(straight)  # every batch, before and after the stop
 
 
@@ -107,9 +108,9 @@ def test_kill_9_during_an_async_save_resumes_from_the_last_complete_step(
   complete, _ = saved(tmp_path)
   assert [p.name for p in ckpt_dir.iterdir() if "tmp" in p.name] == half_written
   run(cmd)
-  (step, params), (_, ref) = saved(tmp_path), saved(straight)
+  (step, state), (_, ref) = saved(tmp_path), saved(straight)
   assert step == STEPS and complete < STEPS
-  _assert_same_params(params, ref)
+  _assert_same(state, ref)
 
 
 def test_restore_onto_other_meshes_and_continue(covid_data_dir, tmp_path):
@@ -125,8 +126,8 @@ def test_restore_onto_other_meshes_and_continue(covid_data_dir, tmp_path):
     params = state["state"]["params"]
     assert len(jax.tree.leaves(params)[0].sharding.device_set) == n
     restored[n] = jax.tree.map(np.asarray, params)
-  _assert_same_params(restored[4], restored[8])
-  _assert_same_params(restored[1], restored[8])
+  _assert_same(restored[4], restored[8])
+  _assert_same(restored[1], restored[8])
   config.total_steps, config.mesh = 6, dict(data=1, fsdp=4, tensor=1)
   history = trainer.train(config, str(tmp_path), devices=jax.devices()[:4])
   assert [h["step"] for h in history] == [6] and np.isfinite(history[0]["loss"])
@@ -136,7 +137,7 @@ def test_nonfinite_step_is_skipped_counted_and_neversaved(covid_data_dir, tmp_pa
   config = _tiny(covid_data_dir)
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
   ts = state_lib.setup(config, mesh)
-  step = jax.jit(step_lib.make_train_step(ts.graphdef, ts.tx, config.objectives))
+  step = jax.jit(step_lib.make_train_step(ts, stages.plan(config)[0]))
   data_iter = pipeline.make_iterator(config.data, batch_size=config.batch_size, seed=0)
   batch = next(data_iter)
   poisoned = dict(batch, image=np.where(np.arange(16)[:, None, None, None] == 3, np.nan,
@@ -146,8 +147,8 @@ def test_nonfinite_step_is_skipped_counted_and_neversaved(covid_data_dir, tmp_pa
   state, metrics = step(state, poisoned)
   assert not np.isfinite(metrics["loss"]) and int(metrics["skipped_steps"]) == 1
   assert int(state["nonfinite_in_row"]) == 1
-  _assert_same_params(jax.tree.map(np.asarray, state["params"]), before["params"])
-  _assert_same_params(jax.tree.map(np.asarray, state["opt_state"]), before["opt_state"])
+  _assert_same(jax.tree.map(np.asarray, state["params"]), before["params"])
+  _assert_same(jax.tree.map(np.asarray, state["opt_state"]), before["opt_state"])
   state, metrics = step(state, batch)
   assert int(state["nonfinite_in_row"]) == 0 and int(state["skipped_steps"]) == 1
   mgr = checkpoint.manager(str(tmp_path), config)
@@ -169,8 +170,8 @@ def test_run_stops_after_k_nonfinite_steps_in_a_row_with_finite_checkpoints(
     steps = mgr.all_steps()
   assert steps
   for s in steps:
-    _, params = saved(tmp_path, s)
-    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params)), s
+    _, state = saved(tmp_path, s)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(state)), s
 
 
 def test_clear_errors_for_other_configs_models_and_unwritable_dirs(covid_data_dir, tmp_path):
@@ -192,10 +193,10 @@ def test_clear_errors_for_other_configs_models_and_unwritable_dirs(covid_data_di
 def test_init_from_loads_params_only(covid_data_dir, tmp_path):
   first = _tiny(covid_data_dir, total_steps=3, log_every=3)
   trainer.train(first, str(tmp_path / "a"), devices=ONE)
-  _, want = saved(tmp_path / "a")
+  want = saved(tmp_path / "a")[1]["params"]
   ts = state_lib.setup(first, sharding.make_mesh(first.mesh, jax.devices()[:1]))
   got = weights.load_params(str(tmp_path / "a"), ts.abstract_state["params"], ts.logical_specs)
-  _assert_same_params(jax.tree.map(np.asarray, got), want)
+  _assert_same(jax.tree.map(np.asarray, got), want)
   # Exported weights (safetensors, one tensor per layer) load to the same params, from the
   # export directory or the file; a tensor of another shape is refused by name.
   (tmp_path / "export").mkdir()
@@ -203,7 +204,7 @@ def test_init_from_loads_params_only(covid_data_dir, tmp_path):
   save_file(named, str(tmp_path / "export" / "model.safetensors"))
   for path in (tmp_path / "export", tmp_path / "export" / "model.safetensors"):
     loaded = weights.load_params(str(path), ts.abstract_state["params"], ts.logical_specs)
-    _assert_same_params(jax.tree.map(np.asarray, loaded), want)
+    _assert_same(jax.tree.map(np.asarray, loaded), want)
   named["image.norm.scale"] = np.ones(3, np.float32)
   save_file(named, str(tmp_path / "bad.safetensors"))
   with pytest.raises(ValueError, match="image.norm.scale: shape"):

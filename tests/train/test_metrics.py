@@ -7,7 +7,7 @@ from flax import nnx
 from medjax import sharding
 from medjax.configs import medmllm_tiny
 from medjax.models import layers, vit
-from medjax.train import aot, metrics
+from medjax.train import aot, metrics, stages
 
 
 def _vit_forward_flops(depth: int, batch: int, width: int, mlp: int, tokens: int,
@@ -40,7 +40,7 @@ def test_step_flops_per_device_splits_the_same_step_over_the_mesh():
   per_device = {}
   for shape, devices in ((dict(data=1), jax.devices()[:1]), (dict(data=2, fsdp=4), jax.devices())):
     mesh = sharding.make_mesh(shape, devices)
-    per_device[mesh.size] = aot.step_flops_per_device(config, mesh, config.objectives)
+    per_device[mesh.size] = aot.step_flops_per_device(config, mesh, stages.plan(config)[0])
   assert per_device[1] > 0
   assert per_device[8] * 8 == pytest.approx(per_device[1], rel=1e-9)
 

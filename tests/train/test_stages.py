@@ -59,7 +59,8 @@ def test_medmllm_recipe_covers_all_nine_objectives():
   c = base.get_config()
   c.stages, c.total_steps = base.medmllm_stages(1, 1, 1), 3
   trained = {name for s in stages.plan(c) for name, o in s.objectives.items() if o.weight}
-  assert trained == set(c.objectives.keys()) and len(trained) == 9
+  self_distillation = {"dino", "ibot", "koleo"}  # RAD-DINO's, not Med-MLLM's
+  assert trained == set(c.objectives.keys()) - self_distillation and len(trained) == 9
 
 
 def test_medmllm_s_recipe_and_its_ablation_arg():
@@ -75,6 +76,35 @@ def test_medmllm_s_recipe_and_its_ablation_arg():
   assert [s["name"] for s in c.data.sources] == ["covid_cxr"]
   with pytest.raises(ValueError, match="unknown key 'step'"):
     medmllm_s.get_config("only=mae,step=200")
+
+
+def _weights(stage) -> dict:
+  return {n: o.weight for n, o in stage.objectives.items() if o.weight}
+
+
+def test_medmllm_s_image_stage_with_self_distillation():
+  from medjax.configs import medmllm_s
+  recipe = resolve.resolved(medmllm_s.get_config())  # unchanged: no heads, crops or teacher
+  assert recipe.model.dino_head.prototypes == 0 and recipe.data.local_crops == 0
+  c = resolve.resolved(medmllm_s.get_config("only=dino+ibot,steps=1600,sources=covid_cxr"))
+  (stage,) = stages.plan(c)
+  assert _weights(stage) == {"dino": 1.0, "ibot": 1.0}
+  assert (c.model.dino_head.prototypes, c.model.ibot_head.prototypes) == (4096, 4096)
+  assert (c.data.local_crops, c.data.local_crop_size, c.data.ibot_mask_probability) == (6, 64,
+                                                                                        0.5)
+  assert c.objectives.dino.warmup_steps == c.objectives.ibot.warmup_steps == 480  # 30%
+  assert c.data.crop_scale == recipe.data.crop_scale  # the same global crops as every recipe
+  both = medmllm_s.get_config("only=image_level+patient_level+mae+dino+ibot+koleo,steps=50")
+  assert _weights(stages.plan(both)[0]) == dict(image_level=1.0, patient_level=1.0, mae=1.0,
+                                                dino=1.0, ibot=1.0, koleo=0.1)
+  full = resolve.resolved(medmllm_s.get_config("image=image_level+patient_level+mae+dino+ibot"))
+  image, text, joint = stages.plan(full)
+  assert _weights(image) == dict(image_level=1.0, patient_level=1.0, mae=1.0, dino=1.0,
+                                 ibot=1.0)
+  assert (_weights(text), _weights(joint)) == tuple(_weights(s) for s in stages.plan(recipe)[1:])
+  assert full.objectives.dino.warmup_steps == 90  # 30% of the 300-step image stage
+  with pytest.raises(ValueError, match="image=... sets the full recipe"):
+    medmllm_s.get_config("only=dino,steps=10,image=dino")
 
 
 def test_flops_shares_sum_to_one(covid_data_dir):
