@@ -19,7 +19,8 @@ def cli(workdir, data_dir, *overrides, steps=STEPS):
   objectives' centres, the local crops and the hidden patches."""
   return [sys.executable, "-m", "medjax.cli.train", "--config=rad_dino:tiny",
           "--config.objectives.image_text.weight=1.0", f"--workdir={workdir}",
-          f"--config.data.dir={data_dir}", "--config.mesh.data=1", "--config.log_every=1", f"--config.total_steps={steps}",
+          f"--config.data.dir={data_dir}", "--config.mesh.data=1", "--config.log_every=1",
+          f"--config.total_steps={steps}",
           "--config.record_batch_digests=True", *overrides]
 
 
