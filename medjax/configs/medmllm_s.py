@@ -52,6 +52,10 @@ def get_config(arg=None):
   c.optim.warmup_steps = 30
   c.log_every = 10
   c.checkpoint_every = 100
+  # In-loop evaluators (medjax/evaluators): what the demo's curves show (medjax-plot).
+  c.evals = dict(val=dict(type="val_loss", every=50, batches=4),
+                 retrieval=dict(type="retrieval", every=50, dataset="covid_cxr"),
+                 probe=dict(type="probe", every=100, dataset="covid_cxr", task="diagnosis"))
   if arg.only:  # one stage of these objectives, weight 1 each (an ablation)
     if arg.steps < 1:
       raise ValueError("medmllm_s arg only=...: give steps=N too")
