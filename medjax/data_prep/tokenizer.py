@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 from pathlib import Path
 
 import sentencepiece as spm
@@ -32,17 +33,32 @@ def train_texts(data_dir, name: str) -> list[str]:
   return list(dict.fromkeys(t for t in texts if t))
 
 
+def _devnull_for_stderr():
+  """Where the sentencepiece trainer's ~100 lines of progress go: /dev/null, when stderr is a
+  file descriptor it can redirect; None (progress stays visible) in a notebook kernel, whose
+  stderr has none."""
+  try:
+    sys.stderr.fileno()
+  except (AttributeError, io.UnsupportedOperation):
+    return None
+  return open(os.devnull, "w")
+
+
 def train_model(texts: list[str], vocab_size: int) -> bytes:
   """Unigram model bytes; single-threaded with a fixed seed so the same corpus gives the same
   model bytes."""
   spm.set_random_generator_seed(0)
   model = io.BytesIO()
-  with open(os.devnull, "w") as quiet:  # the trainer prints ~100 lines of progress per run
+  quiet = _devnull_for_stderr()
+  try:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=model, logstream=quiet,
         model_type="unigram", vocab_size=vocab_size, hard_vocab_limit=False,
         character_coverage=1.0, max_sentence_length=1 << 16, num_threads=1,
         user_defined_symbols=[MASK], **SPECIAL_IDS)
+  finally:
+    if quiet is not None:
+      quiet.close()
   return model.getvalue()
 
 

@@ -14,11 +14,12 @@ class Evaluator:
   def __init__(self, name, config, mesh, ts, *, dataset: str = "covid_cxr",
                task: str = "diagnosis", chunk: int = 32):
     self.name = name
-    images, self.labels, _, self.unseen = labelled.labelled_images(config, dataset, task)
+    data = labelled.labelled_images(config, dataset, task)
+    self.labels, self.unseen = data.labels, data.unseen
     if len(set(self.labels[self.unseen])) < 2 or len(set(self.labels[~self.unseen])) < 2:
       raise ValueError(f"config.evals.{name}: {dataset} needs both classes of {task!r} in its "
                        "train and validation splits")
-    self.images = images
+    self.images = data.images
     self._pooled = Outputs(ts, mesh, lambda model, x: {"pooled": model.encode_image(x["image"])[1]},
                            chunk)
 

@@ -40,13 +40,17 @@ def load_params(path, abstract_params, logical_specs, *, allow_cast: bool = Fals
     where = lambda k: f"{weights}: {k}"
   else:
     params, where = _from_checkpoint(path, abstract_params)
-  flat = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(params)}
-  want = {jax.tree_util.keystr(p): a for p, a in
-          jax.tree_util.tree_leaves_with_path(abstract_params)}
+  flat = {_dotted(p): x for p, x in jax.tree_util.tree_leaves_with_path(params)}
+  want = {_dotted(p): a for p, a in jax.tree_util.tree_leaves_with_path(abstract_params)}
   for key, value in flat.items():
     _check_tensor(where(key), np.asarray(value), want[key].dtype, allow_cast)
   return jax.tree.map(lambda v, a: jax.device_put(np.asarray(v, a.dtype), a.sharding),
                       params, abstract_params)
+
+
+def _dotted(key_path) -> str:
+  """A tree path as the dotted name exports use ("image.norm.scale"), for error messages."""
+  return ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in key_path)
 
 
 def _export_weights(path):

@@ -34,6 +34,7 @@ def external_dataset(covid_data_dir, shared_data, tmp_path_factory):
   covid_cxr's validation patients (none of its train patients), converted on their own with
   another split seed into another data dir. -> the TFDS version dir (what a user passes)."""
   import csv
+  import shutil
 
   import tensorflow_datasets as tfds
 
@@ -49,7 +50,11 @@ def external_dataset(covid_data_dir, shared_data, tmp_path_factory):
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(r for r in rows if r["patient_group"] in keep)
-  (src / "images").symlink_to(shared_data / "covid-chestxray" / "images")
+  # Copies, not a symlink: a converter reads only files that resolve inside its --src.
+  (src / "images").mkdir()
+  for r in rows:
+    if r["patient_group"] in keep:
+      shutil.copy(shared_data / "covid-chestxray" / "images" / r["file"], src / "images")
   out = tmp_path_factory.mktemp("site_b")
   covid_cxr.prepare(src, out, seed=1)
   return out / "covid_cxr" / "2.0.0"

@@ -145,7 +145,7 @@ def _export_of(six, tmp_path, change):
   ts, params = weights.load_model(resolve.resolved(medmllm_tiny.get_config()), str(six))
   named = named_params.to_named(jax.tree.map(np.asarray, params), ts.logical_specs)
   change(named)
-  (tmp_path / "export").mkdir()
+  (tmp_path / "export").mkdir(parents=True)
   save_file(named, str(tmp_path / "export" / "model.safetensors"))
   return ts, tmp_path / "export"
 
