@@ -9,11 +9,11 @@ AVX2-only CPU) bfloat16 is emulated and much slower than float32, so "auto" keep
 """
 from __future__ import annotations
 
-import pathlib
-
 import jax
 import jax.numpy as jnp
 from absl import logging
+
+from medjax import paths
 
 CHOICES = ("auto", "float32", "bfloat16")  # model.dtype
 # /proc/cpuinfo flags of x86 instructions that multiply bfloat16 natively.
@@ -22,7 +22,7 @@ CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
   """The instruction-set flags of this machine's CPU (empty where /proc/cpuinfo is absent)."""
-  path = pathlib.Path(cpuinfo)
+  path = paths.path(cpuinfo)
   if not path.is_file():
     return frozenset()
   for line in path.read_text().splitlines():

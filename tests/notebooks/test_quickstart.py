@@ -14,8 +14,7 @@ def test_the_notebook_runs_top_to_bottom(shared_data, tmp_path):
   nbclient = pytest.importorskip("nbclient")
   notebook = nbformat.read(REPO / "notebooks" / "quickstart.ipynb", as_version=4)
   env = dict(MEDJAX_SHARED_DATA=str(shared_data), MEDJAX_NOTEBOOK_DATA=str(tmp_path / "data"),
-             MEDJAX_NOTEBOOK_WORKDIR=str(tmp_path / "run"), MEDJAX_NOTEBOOK_STEPS="30",
-             MPLBACKEND="Agg")
+             MEDJAX_NOTEBOOK_WORKDIR=str(tmp_path / "run"), MEDJAX_NOTEBOOK_STEPS="30")
   old = {k: os.environ.get(k) for k in env}
   os.environ.update(env)  # the kernel inherits this process's environment
   try:
