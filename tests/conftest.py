@@ -4,7 +4,11 @@ import shutil
 import tempfile
 
 # Tests see 8 fake CPU devices, so sharded and 1-device runs can be compared in one process.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# They compile many small programs and run each for a few steps: XLA's cheaper backend passes
+# compile them ~40% faster for ~1.5x slower steps, the same numbers (tests/trainer_runs.py
+# passes them on to the trainer subprocesses).
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
+                      "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
 # Many tests (and the trainer subprocesses they start, which inherit this) compile the same tiny
 # train step: JAX's persistent compilation cache turns the repeats into ~4 s loads instead of
 # ~20 s compiles. A fresh directory per session, so every session still compiles once.

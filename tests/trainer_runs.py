@@ -2,6 +2,7 @@
 tests read of its workdir. tests/train/conftest.py keeps one uninterrupted reference run."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +25,14 @@ def cli(workdir, data_dir, *overrides, steps=STEPS):
           "--config.record_batch_digests=True", *overrides]
 
 
-def one_device_env() -> dict:
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one CPU device in the subprocess
-  return env
+def one_device_env(devices: int = 1) -> dict:
+  """This process's environment for a subprocess of `devices` CPU devices (other XLA flags
+  kept)."""
+  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
+                 os.environ.get("XLA_FLAGS", "")).split()
+  if devices > 1:
+    flags.append(f"--xla_force_host_platform_device_count={devices}")
+  return dict(os.environ, XLA_FLAGS=" ".join(flags))
 
 
 def run(cmd, timeout=600):

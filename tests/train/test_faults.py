@@ -1,7 +1,6 @@
 """The trainer under faults: a full disk, corrupt or incomplete checkpoints, repeated stop
 signals, broken init_from weights, random SIGKILLs. Nothing hangs, nothing is lost, every step
 is logged once."""
-import os
 import random
 import shutil
 import signal
@@ -123,7 +122,7 @@ def test_a_second_stop_signal_exits_at_once_with_a_clear_message(covid_data_dir,
   cmd = [sys.executable, "-m", "medjax.cli.train", "--config=medmllm_tiny",
          f"--workdir={tmp_path}", f"--config.data.dir={covid_data_dir}", "--config.mesh.data=1",
          "--config.log_every=1", "--config.total_steps=500"]
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = one_device_env()
   proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True)
   metrics = tmp_path / "metrics.jsonl"
