@@ -141,9 +141,10 @@ def validate(config) -> None:
   for field in ("data.crop_scale", "data.local_crop_scale", "data.ibot_mask_ratio"):
     _share_range(config, field)
   _int(config, "data.local_crops", low=0)
-  _int(config, "data.local_crop_size", low=m.image.patch_size)
-  _check(d.local_crop_size % m.image.patch_size == 0, "data.local_crop_size", d.local_crop_size,
-         f"must be a multiple of model.image.patch_size={m.image.patch_size}")
+  if d.local_crops:  # the size matters only when there are local crops
+    _int(config, "data.local_crop_size", low=m.image.patch_size)
+    _check(d.local_crop_size % m.image.patch_size == 0, "data.local_crop_size",
+           d.local_crop_size, f"must be a multiple of model.image.patch_size={m.image.patch_size}")
   _real(config, "data.ibot_mask_probability", 0, 1)
   unknown = set(d.withheld_labels) - set(contract.LABELS)
   _check(not unknown, "data.withheld_labels", tuple(d.withheld_labels),
