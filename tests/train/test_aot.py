@@ -1,6 +1,5 @@
 """Ahead-of-time compilation: large configs are checked for memory without training them."""
 import jax
-import pytest
 
 from medjax import sharding
 from medjax.configs import medmllm_l, medmllm_tiny, rad_dino, resolve
@@ -19,7 +18,6 @@ def test_abstract_batch_matches_the_real_pipeline(covid_data_dir):
     assert (real[key].shape, real[key].dtype) == (spec[key].shape, spec[key].dtype), key
 
 
-@pytest.mark.slow
 def test_medmllm_l_fits_one_eighth_per_device():
   """The pod config (~0.9B params) compiles on a data=1 x fsdp=8 fake mesh, and each device
   holds about 1/8 of the params and of the optimizer state."""
