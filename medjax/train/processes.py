@@ -6,7 +6,15 @@ JAX's own detection on TPU VMs and under SLURM. `Watchdog` then makes a lost pro
 bounded failure: every process heartbeats through the coordination service's key-value store
 from a background thread; when a peer stops (its host died, it was killed), the others log
 which process was lost and exit with LOST_PEER_EXIT within `timeout` seconds, instead of hanging
-in a collective until JAX's own heartbeat check aborts them with a C++ stack trace.
+in a collective until JAX's own heartbeat check aborts them with a C++ stack trace. A collective
+may also fail at once when a peer dies (CPU gloo: "Connection reset by peer"): that error does
+not end the watch, so the lost peer is still what the process reports and exits with.
+
+Process 0 is the exception: it hosts JAX's coordination service, and when it is lost JAX's
+runtime itself ends every other process at once (SIGABRT, exit code 134; its log says "Terminating
+process because the JAX distributed service detected fatal errors ... the leader task was
+preempted/died"). JAX offers no way to hand that case to the watchdog, so it is a non-zero exit
+right away, not LOST_PEER_EXIT; a relaunch resumes the same way.
 """
 from __future__ import annotations
 
@@ -24,6 +32,7 @@ log = logging.getLogger(__name__)
 LOST_PEER_EXIT = 75  # EX_TEMPFAIL: relaunch every process to resume from the last checkpoint
 _KEY = "medjax/alive/{}"
 _DONE = "medjax/done/{}"
+_FAILED = "medjax/failed/{}"
 
 
 def start(*, coordinator: str = "", num_processes: int = 0, process_id: int = -1,
@@ -72,6 +81,7 @@ class Watchdog:
 
   def __init__(self, timeout: float):
     self.timeout = float(timeout)
+    self._interval = max(0.5, self.timeout / 6)
     self._client = distributed.global_state.client
     self._stop = threading.Event()
     self._thread = None
@@ -85,17 +95,40 @@ class Watchdog:
     self._thread.start()
     return self
 
-  def __exit__(self, *exc):
-    if self._thread is not None:
-      self._stop.set()
-      self._thread.join()
+  def __exit__(self, exc_type, exc, tb):
+    if self._thread is None:
+      return False
+    if exc_type is not None:
+      self._watch_after(exc)
+    self._stop.set()
+    self._thread.join()
+    if exc_type is None:  # only a clean end makes this process's silence expected
       self._client.key_value_set(_DONE.format(self._me), "1", allow_overwrite=True)
     return False
 
+  def _watch_after(self, error: BaseException) -> None:
+    """The run failed here: this error may be a collective broken by a dead peer. The watch goes
+    on (the heartbeats too) for up to `timeout` s, so a lost peer still ends this process with
+    LOST_PEER_EXIT; otherwise, after raising, JAX's shutdown barrier at exit would wait for the
+    dead peer and abort (SIGABRT) at JAX's own heartbeat timeout. Peers that failed as well
+    (the same error everywhere) end the wait early, and `error` is raised as it is."""
+    first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    log.warning("Process %d failed (%s: %s); checking for up to %.0f s whether another process "
+                "was lost.", self._me, type(error).__name__, first, self.timeout)
+    deadline = time.monotonic() + self.timeout + 3 * self._interval  # a beat, a check, slack
+    try:
+      self._client.key_value_set(_FAILED.format(self._me), "1", allow_overwrite=True)
+      while self._thread.is_alive() and time.monotonic() < deadline:
+        if all(_try_get(self._client, _FAILED.format(p)) is not None
+               or _try_get(self._client, _DONE.format(p)) is not None for p in self._peers):
+          return
+        time.sleep(self._interval / 4)
+    except Exception:  # the coordination service is gone: the watchdog thread reports it
+      self._thread.join(max(0.0, deadline - time.monotonic()))
+
   def _run(self) -> None:
     beat, seen = 0, {p: (None, time.monotonic()) for p in self._peers}
-    interval = max(0.5, self.timeout / 6)
-    while not self._stop.wait(interval):
+    while not self._stop.wait(self._interval):
       try:
         beat += 1
         self._client.key_value_set(_KEY.format(self._me), str(beat), allow_overwrite=True)
