@@ -25,7 +25,7 @@ def cli(workdir, data_dir, *overrides, steps=STEPS):
           "--config.record_batch_digests=True", *overrides]
 
 
-def one_device_env(devices: int = 1) -> dict:
+def cpu_env(devices: int = 1) -> dict:
   """This process's environment for a subprocess of `devices` CPU devices (other XLA flags
   kept)."""
   flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
@@ -36,7 +36,7 @@ def one_device_env(devices: int = 1) -> dict:
 
 
 def run(cmd, timeout=600):
-  done = subprocess.run(cmd, env=one_device_env(), capture_output=True, text=True,
+  done = subprocess.run(cmd, env=cpu_env(), capture_output=True, text=True,
                         timeout=timeout)
   assert done.returncode == 0, done.stderr[-3000:]
   return done

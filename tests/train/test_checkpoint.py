@@ -30,7 +30,7 @@ from medjax.train import (
   weights,
 )
 
-from trainer_runs import STEPS, cli, digests, one_device_env, run, saved
+from trainer_runs import STEPS, cli, digests, cpu_env, run, saved
 
 REPO = Path(__file__).resolve().parents[2]
 ITEMS = ("state", "meta")  # the items of a medjax checkpoint step
@@ -65,7 +65,7 @@ def _assert_same(a, b):
 
 def test_sigterm_saves_exits_0_and_resume_is_bit_identical(straight, covid_data_dir, tmp_path):
   cmd = cli(tmp_path, covid_data_dir)
-  proc = subprocess.Popen(cmd, env=one_device_env(), stdout=subprocess.DEVNULL,
+  proc = subprocess.Popen(cmd, env=cpu_env(), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
   _wait_for_step(tmp_path, 10, proc)
   proc.send_signal(signal.SIGTERM)
@@ -85,7 +85,7 @@ def test_sigterm_saves_exits_0_and_resume_is_bit_identical(straight, covid_data_
 def test_kill_9_during_an_async_save_resumes_from_the_last_complete_step(
     straight, covid_data_dir, tmp_path):
   cmd = cli(tmp_path, covid_data_dir, "--config.checkpoint_every=5")
-  proc = subprocess.Popen(cmd, env=one_device_env(), stdout=subprocess.DEVNULL,
+  proc = subprocess.Popen(cmd, env=cpu_env(), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
   ckpt_dir = tmp_path / "checkpoints"
   _wait_for_step(tmp_path, 6, proc)

@@ -18,7 +18,7 @@ from medjax import named_params
 from medjax.configs import medmllm_tiny, resolve
 from medjax.train import loop as trainer, weights
 
-from trainer_runs import STEPS, cli, logged_steps, one_device_env, run, saved
+from trainer_runs import STEPS, cli, logged_steps, cpu_env, run, saved
 
 ONE = jax.devices()[:1]
 
@@ -101,7 +101,7 @@ def test_a_full_disk_ends_the_run_with_the_error_and_it_resumes_once_there_is_sp
     workdir = disk / "run"
     cmd = cli(workdir, covid_data_dir, "--config.checkpoint_every=2",
               "--config.keep_checkpoints=3", "--config.timeouts.checkpoint_seconds=60")
-    env = one_device_env()
+    env = cpu_env()
     t0 = time.time()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and time.time() - t0 < 300
@@ -122,7 +122,7 @@ def test_a_second_stop_signal_exits_at_once_with_a_clear_message(covid_data_dir,
   cmd = [sys.executable, "-m", "medjax.cli.train", "--config=medmllm_tiny",
          f"--workdir={tmp_path}", f"--config.data.dir={covid_data_dir}", "--config.mesh.data=1",
          "--config.log_every=1", "--config.total_steps=500"]
-  env = one_device_env()
+  env = cpu_env()
   proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True)
   metrics = tmp_path / "metrics.jsonl"
@@ -186,7 +186,7 @@ def test_soak_random_sigkills_end_with_the_uninterruptedsaved(straight, covid_da
   rng = random.Random(0)
   kills = 0
   while kills < 10:
-    proc = subprocess.Popen(cmd, env=one_device_env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, env=cpu_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     metrics = workdir / "metrics.jsonl"
     before = len(metrics.read_text().splitlines()) if metrics.exists() else 0

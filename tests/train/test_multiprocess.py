@@ -6,7 +6,6 @@ They train the tiny config exactly like 1 process with 4 devices, read disjoint 
 together when one of them gets SIGTERM, resume on another process count with the batches of an
 uninterrupted run, and end within a bounded time when a peer is killed."""
 import json
-import os
 import shutil
 import signal
 import socket
@@ -23,6 +22,8 @@ import pytest
 from medjax.configs import medmllm_tiny
 from medjax.train import processes, weights
 
+from trainer_runs import cpu_env
+
 STEPS = 10
 MESH = ("--config.mesh.data=2", "--config.mesh.fsdp=2")
 
@@ -34,7 +35,7 @@ def _port() -> int:
 
 
 def _env(devices: int) -> dict:
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  env = cpu_env(devices)
   env.pop("JAX_PLATFORMS", None)
   return env
 
