@@ -30,7 +30,7 @@ from medjax.train import (
   weights,
 )
 
-from trainer_runs import STEPS, cli, digests, cpu_env, run, saved
+from trainer_runs import STEPS, cli, cpu_env, digests, run, saved
 
 REPO = Path(__file__).resolve().parents[2]
 ITEMS = ("state", "meta")  # the items of a medjax checkpoint step

@@ -18,7 +18,7 @@ from medjax import named_params
 from medjax.configs import medmllm_tiny, resolve
 from medjax.train import loop as trainer, weights
 
-from trainer_runs import STEPS, cli, logged_steps, cpu_env, run, saved
+from trainer_runs import STEPS, cli, cpu_env, logged_steps, run, saved
 
 ONE = jax.devices()[:1]
 
