@@ -166,7 +166,8 @@ def test_self_distillation_config_errors_name_the_field():
   with pytest.raises(resolve.ConfigError, match="data.local_crops.*reads local crops"):
     resolve.resolved(_tiny_config(data__local_crops=4))
   with pytest.raises(resolve.ConfigError, match="data.local_crop_size = 40.*multiple"):
-    resolve.resolved(_tiny_config(data__local_crop_size=40))
+    resolve.resolved(_tiny_config(data__local_crops=2, data__local_crop_size=40))
+  resolve.resolved(_tiny_config(data__local_crop_size=40))  # no local crops: the size is unused
   with pytest.raises(resolve.ConfigError, match="objectives.dino.center_momentum"):
     resolve.resolved(_tiny_config(objectives__dino=dict(CFG.dino, center_momentum=1.0)))
   with pytest.raises(resolve.ConfigError, match="objectives.ibot.tau_teacher "):
