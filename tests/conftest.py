@@ -27,6 +27,15 @@ import pytest  # noqa: E402
 from wheels import cached_wheel  # noqa: E402
 
 
+def pytest_collection_modifyitems(items):
+  """The trainer's end-to-end tests (multi-process ones most) take most of the suite's time: run
+  them first, so that under pytest-xdist (.ci/run: 2 workers, whole files each) the other worker
+  takes the many short tests meanwhile instead of waiting at the end."""
+  heavy = ("tests/train/test_multiprocess.py", "tests/train/")
+  items.sort(key=lambda item: next((i for i, p in enumerate(heavy)
+                                    if item.nodeid.startswith(p)), len(heavy)))
+
+
 # --- data fixtures ---
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
