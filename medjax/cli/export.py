@@ -33,6 +33,9 @@ def main(argv):
   del argv
   config = common.config()
   f = flags.FLAGS
+  # Exports compute in float32 whatever the run trained in (its params are float32): a serving
+  # machine may lack fast bf16, and the round trip below can then demand 1e-4.
+  config.model.dtype = "float32"
   ts, params = weights.load_model(config, f.workdir)
   tokenizer = str(pipeline.tokenizer_path(config.data))
   if f.format == "hf":
