@@ -7,7 +7,11 @@ rounded to bfloat16 (the default autodiff of `x.astype(bf16) @ w.astype(bf16)` r
 (b) in bfloat16 hands XLA the weight-gradient product in its canonical form. Autodiff writes it
 as x^T @ g with x contracted over its first dimension; XLA's CPU backend then converts both
 operands to float32 and runs its float32 kernel instead of the bf16 (AMX) one: 4x slower
-(benchmarks/matmul_forms.py). Transposing x in memory first costs one copy of x.
+(benchmarks/matmul_forms.py). Transposing x in memory first costs one copy of x; it is done
+only where it pays: on the CPU backend, and only for an unpartitioned program. The copy goes
+through a 1-D array, which a sharded x cannot keep its sharding through: under a mesh XLA
+would gather the whole global batch's activations (and the [tokens, 32k] logits gradient) onto
+every device, ~17 GB per device for medmllm_l, where TPUs and GPUs have no such kernel issue.
 """
 from __future__ import annotations
 
@@ -33,6 +37,13 @@ def transposed(x: jax.Array) -> jax.Array:
   return lax.optimization_barrier(x.T.reshape(-1)).reshape(x.shape[::-1])
 
 
+def _copy_transposes() -> bool:
+  """Whether the weight gradient's operand is transposed in memory (see the module docstring):
+  a CPU program on one device."""
+  mesh = jax.sharding.get_abstract_mesh()
+  return jax.default_backend() == "cpu" and (mesh.empty or mesh.size == 1)
+
+
 def _dot(a, b, dims):
   return lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
 
@@ -50,7 +61,8 @@ def _backward(transpose_w, residuals, g):
   x, w = residuals
   g = g.astype(x.dtype)
   wc = w.astype(x.dtype)
-  low = x.dtype != jnp.float32  # float32: XLA's own layout handling is as fast
+  # float32: XLA's own layout handling is as fast.
+  low = x.dtype != jnp.float32 and _copy_transposes()
   if transpose_w:  # y = x @ w^T, w [N, K]: dw = g^T x [N, K]
     dx = _dot(g, wc, _CANONICAL)
     dw = _dot(transposed(g), x, _CANONICAL) if low else _dot(g, x, _LHS_T)
