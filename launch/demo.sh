@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source launch/venv.sh
+source launch/cpu_env.sh
 SHARED=${MEDJAX_SHARED_DATA:-../shared/data}
 DATA=${MEDJAX_DATA_DIR:-$HOME/medjax_data}
 WORKDIR=${MEDJAX_WORKDIR:-runs/medmllm_s}

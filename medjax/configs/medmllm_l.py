@@ -28,6 +28,7 @@ def get_config(arg=None):
   c.data.text_len = 128
   c.model.dtype = "bfloat16"
   c.model.remat = "full"
+  c.model.scan_layers = True  # 24 + 24 + 12 blocks: compile one of each, not 60
   c.model.proj_dim = 512
   c.model.image.update(vit.size("L/16"), channels=1, image_size=224)
   c.model.text.update(vocab_size=32000, width=1024, depth=24, heads=16, mlp_dim=4096, max_len=128)

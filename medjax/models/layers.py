@@ -41,7 +41,7 @@ class StackOptions:
   remat: a name in REMAT_POLICIES. scan: one scanned loop body for all blocks (compile time of
   one block at any depth); False unrolls them into the graph: the same numbers and parameters."""
   remat: str = "none"
-  scan: bool = True
+  scan: bool = False
 
   def __post_init__(self):
     if self.remat not in REMAT_POLICIES:
@@ -257,9 +257,10 @@ class Stack(nnx.Module):
       return block(x, mask, context, context_mask)
 
     if self.options.remat != "none":
-      # prevent_cse=False: the body runs inside a scan (unrolled or not), where XLA cannot merge
-      # the recompute into the forward pass anyway; the CSE barriers would only cost speed.
-      body = nnx.remat(body, policy=REMAT_POLICIES[self.options.remat], prevent_cse=False)
+      # Inside a scanned loop XLA cannot merge the recompute into the forward pass, and CSE
+      # barriers would only cost speed; unrolled, it would (and remat would save nothing).
+      body = nnx.remat(body, policy=REMAT_POLICIES[self.options.remat],
+                       prevent_cse=not self.options.scan)
     scan = nnx.scan(body, in_axes=(nnx.Carry, 0, None, None, None), out_axes=nnx.Carry,
                     unroll=1 if self.options.scan else True)
     return scan(x, self.layers, mask, context, context_mask)

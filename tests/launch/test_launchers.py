@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = ["launch/demo.sh", "launch/venv.sh", "launch/tpu_pod.sh", "launch/slurm.sbatch",
-           ".ci/run"]
+SCRIPTS = ["launch/demo.sh", "launch/venv.sh", "launch/cpu_env.sh", "launch/tpu_pod.sh",
+           "launch/slurm.sbatch", ".ci/run"]
 
 
 def test_shellcheck_passes():
