@@ -121,7 +121,7 @@ def get_config(arg=None):
   # stacked params and numbers. Scanned, compile time is that of one block at any depth (pod
   # configs at depth 24+ set it); unrolled, the steps run 1.4-2x faster on XLA's CPU backend,
   # whose loop slices every layer's params and residuals and writes every layer's gradients
-  # back into the stacks as separate single-threaded copies (README, Performance).
+  # back into the stacks as separate single-threaded copies (docs/performance.md).
   c.model.scan_layers = False
   c.model.proj_dim = 512  # shared image-text embedding space
   # image_size: the resolution the pipeline makes and the model trains at (the ViT itself takes
