@@ -7,12 +7,18 @@
   python -m benchmarks.step_benchmark --config medmllm_s \
       --sides '/tmp/medjax-before;.+model.dtype=float32;.+model.dtype=bfloat16'
 
+  # recipes of one config against each other: a side's own config arg after '@'
+  python -m benchmarks.step_benchmark --config medmllm_s \
+      --sides '.@only=mae,steps=1600;.@only=dino+ibot,steps=1600'
+
 Each side is a checkout (its `medjax` runs in its own process, benchmarks/step_worker.py) plus
-optional `+field=value` config overrides. Per stage, every side compiles the stage's step, then
+optional `+field=value` config overrides, then optionally `@ARG`: the config's arg for this side
+(the rest of the spec, '+' and all; without it, --config's). Per stage, every side compiles the stage's step, then
 the sides take turns: --rounds rounds of --steps steps each (A B A B), on synthetic batches of
-the config's shapes (the model and its sharding, not the input pipeline). The matmul peak is
-measured once per round, here. MFU = the step's matmul FLOPs per device
-(`aot.step_flops_per_device`, this checkout's count of the same model) / the side's median step
+the config's shapes (the model and its sharding, not the input pipeline); sides with their own
+arg must plan as many stages. The matmul peak is measured once per round, here. MFU = the
+step's matmul FLOPs per device (`aot.step_flops_per_device`, this checkout's count of the side's
+model and stage) / the side's median step
 time / the peak of its compute dtype (f32, or bf16 -> f32). The load average is reported
 before and after: the machine may be shared.
 """
@@ -25,7 +31,7 @@ from pathlib import Path
 
 from absl import flags
 
-from benchmarks import peak_flops
+from benchmarks import peak_flops, step_worker
 from medjax import objectives, sharding
 from medjax.cli import common
 from medjax.train import aot, stages
@@ -43,9 +49,15 @@ class _Side:
   """A worker process compiling and timing one stage's step of one checkout and overrides."""
 
   def __init__(self, spec: str, config_spec: str, stage_index: int):
-    tree, *overrides = spec.split("+")
+    head, at, arg = spec.partition("@")
+    tree, *overrides = head.split("+")
+    if at:
+      config_spec = config_spec.partition(":")[0] + ":" + arg
     self.spec = spec
     self.overrides = overrides
+    # This checkout's view of the side's model and stage, for its FLOPs.
+    self.config = step_worker.config_of(config_spec, overrides)
+    self.stage = stages.plan(self.config)[stage_index]
     env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve()))
     self._proc = subprocess.Popen(
         [sys.executable, str(WORKER), config_spec, str(stage_index), *overrides], env=env,
@@ -82,7 +94,6 @@ def run(config, sides: list[str], rounds: int, steps: int) -> dict:
   out = dict(devices=mesh.size, batch_size=config.batch_size, sides=sides,
              load_average_before=os.getloadavg(), peaks=[], stages={})
   for index, stage in enumerate(stages.plan(config)):
-    flops = aot.step_flops_per_device(config, mesh, stage)  # the same for every side
     workers = [_Side(spec, _config_spec(), index) for spec in sides]
     times = {w.spec: [] for w in workers}
     try:
@@ -94,16 +105,17 @@ def run(config, sides: list[str], rounds: int, steps: int) -> dict:
       for w in workers:
         w.close()
     first = statistics.median(times[sides[0]])
-    result = dict(objectives=sorted(objectives.active(stage.objectives)),
-                  flops_per_step_per_device=flops, sides={})
+    result = dict(objectives=sorted(objectives.active(stage.objectives)), sides={})
     for w in workers:
       median = statistics.median(times[w.spec])
+      flops = aot.step_flops_per_device(w.config, mesh, w.stage)
       peak_key = "bf16_in_f32_acc_flops" if w.ready["dtype"] == "bfloat16" else "f32_flops"
       peak = statistics.median(p[peak_key] for p in out["peaks"][-rounds:])
       result["sides"][w.spec] = dict(
-          w.ready, step_seconds=times[w.spec], step_seconds_median=median,
-          examples_per_second=config.batch_size / median, mfu=flops / median / peak,
-          time_over_first_side=median / first)
+          w.ready, objectives=sorted(objectives.active(w.stage.objectives)),
+          flops_per_step_per_device=flops, step_seconds=times[w.spec],
+          step_seconds_median=median, examples_per_second=w.config.batch_size / median,
+          mfu=flops / median / peak, time_over_first_side=median / first)
     out["stages"][stage.name] = result
   out["load_average_after"] = os.getloadavg()
   return out

@@ -1,6 +1,6 @@
-"""One side of benchmarks/step_benchmark.py --trees: a process that compiles one stage's train
+"""One side of benchmarks/step_benchmark.py --sides: a process that compiles one stage's train
 step with whatever `medjax` its PYTHONPATH gives (this checkout or an older one), then times
-steps on request, so two code versions alternate in one run.
+steps on request, so two code versions (or recipes) alternate in one run.
 
   python benchmarks/step_worker.py CONFIG[:ARG] STAGE_INDEX [field=value ...]
 
@@ -17,7 +17,9 @@ import time
 import jax
 
 
-def _config(spec: str, overrides: list[str]):
+def config_of(spec: str, overrides: list[str]):
+  """The resolved config of 'NAME[:ARG]' with 'field=value' overrides."""
+  from medjax.configs import resolve
   name, _, arg = spec.partition(":")
   config = importlib.import_module(f"medjax.configs.{name}").get_config(arg or None)
   for item in overrides:
@@ -28,15 +30,14 @@ def _config(spec: str, overrides: list[str]):
       node = node[part]
     old = node[leaf]
     node[leaf] = value.lower() == "true" if isinstance(old, bool) else type(old)(value)
-  return config
+  return resolve.resolved(config)
 
 
 def main(argv: list[str]) -> None:
   from medjax import sharding
-  from medjax.configs import resolve
   from medjax.train import aot, stages, state as state_lib
 
-  config = resolve.resolved(_config(argv[1], argv[3:]))
+  config = config_of(argv[1], argv[3:])
   stage = stages.plan(config)[int(argv[2])]
   mesh = sharding.make_mesh(config.mesh)
   compiled, ts, compile_seconds = aot.compile_train_step(config, mesh, stage)
