@@ -96,9 +96,6 @@ def get_config(arg=None):
   # them keeps a probe or fine-tune on them honest. The text (notes, reports) is still used.
   c.data.withheld_labels = ("covid19", "other_pneumonia")
   c.data.num_workers = 0  # >0: Grain worker processes decode/augment in parallel
-  # Decoded images kept per input process (MB; 0 = decode every read): a study read again, as
-  # every epoch after the first reads it, is not decoded again. The demo's 385 X-rays take ~70.
-  c.data.decoded_cache_mb = 1024
   c.data.prefetch_buffer = 2
 
   # ---- Model (medjax/models/medmllm.py) ----------------------------------------------------

@@ -27,8 +27,7 @@ HF_PREFIX = "hf:"  # init_from / data.tokenizer: a Hugging Face model directory
 MAY_DIFFER_ON_RESUME = ("total_steps", "mesh", "log_every", "checkpoint_every",
                         "keep_checkpoints", "init_from", "init_from_cast",
                         "record_batch_digests", "peak_flops_per_device", "max_nonfinite_in_row",
-                        "data.dir", "data.num_workers", "data.prefetch_buffer",
-                        "data.decoded_cache_mb", "evals",
+                        "data.dir", "data.num_workers", "data.prefetch_buffer", "evals",
                         "prompts", "timeouts")
 
 
@@ -151,7 +150,6 @@ def validate(config) -> None:
   _check(not unknown, "data.withheld_labels", tuple(d.withheld_labels),
          f"{sorted(unknown)} are not labels; labels are {list(contract.LABELS)}")
   _int(config, "data.num_workers", low=0)
-  _int(config, "data.decoded_cache_mb", low=0)
   _check(not d.tokenizer.startswith(HF_PREFIX) or len(d.tokenizer) > len(HF_PREFIX),
          "data.tokenizer", d.tokenizer, f"'{HF_PREFIX}' needs a directory after it")
   hf = [p for p in config.init_from.split(",") if p.startswith(HF_PREFIX)]

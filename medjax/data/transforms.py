@@ -65,31 +65,6 @@ def pick_view(views, rng: np.random.Generator | None) -> int:
   return candidates[int(rng.integers(len(candidates)))] if rng is not None else candidates[0]
 
 
-class DecodedImages:
-  """Decoded grayscale images of studies read before, up to `megabytes`: after the first epoch
-  a study's image is not decoded again (on this 2-core demo machine decoding was ~30% of the
-  input pipeline's CPU, which shares the cores with the step). Keyed by (dataset, study id,
-  image index, encoded size): study ids are unique within a prepared dataset. Images met once
-  the budget is full are decoded on every read. Without a lock: threads of one process share it
-  under the GIL (a race can at most overshoot the budget by an image a thread); each Grain
-  worker process starts with an empty one of its own."""
-
-  def __init__(self, megabytes: int):
-    self.budget, self.used, self._arrays = megabytes * 2**20, 0, {}
-
-  def __getstate__(self):  # to a Grain worker: the budget, not the images
-    return dict(budget=self.budget, used=0, _arrays={})
-
-  def get(self, key) -> Image.Image | None:
-    array = self._arrays.get(key)
-    return None if array is None else Image.fromarray(array, mode="L")
-
-  def put(self, key, img: Image.Image) -> None:
-    if self.used + img.width * img.height <= self.budget:
-      self._arrays[key] = np.asarray(img)
-      self.used += img.width * img.height
-
-
 class Example:
   """Turns units (tuples of (dataset name, record) or None) into stacked rows."""
 
@@ -123,7 +98,6 @@ class Example:
     self.label_to_entity = np.array([contract.ENTITIES.index(n) if n in contract.ENTITIES
                                      else -1 for n in names], np.int64)
     self.undecodable = 0  # images met at read time that PIL cannot open (this process)
-    self.decoded = DecodedImages(int(data_cfg.decoded_cache_mb))
 
   def __call__(self, unit, rng: np.random.Generator) -> dict:
     rows = [self._row(item, rng) if item is not None else (self.empty(), None) for item in unit]
@@ -198,10 +172,6 @@ class Example:
     if not len(images):
       return None
     i = pick_view(record["views"], rng if self.train else None)
-    key = (dataset, text_of(record, "study_id"), i, len(images[i]))
-    img = self.decoded.get(key)
-    if img is not None:
-      return img
     try:
       img = Image.open(io.BytesIO(images[i]))
       img = img if img.mode == "L" else img.convert("L")
@@ -212,7 +182,6 @@ class Example:
                   "(%d undecodable so far in this process)", dataset,
                   text_of(record, "study_id"), i, type(e).__name__, self.undecodable)
       return None
-    self.decoded.put(key, img)
     return img
 
   def _augment(self, img: Image.Image, rng: np.random.Generator, scale, size: int) -> np.ndarray:

@@ -1,9 +1,8 @@
-"""Pixel normalisation and the decoded-image cache of medjax/data/transforms.py, through the
-pipeline that applies them."""
+"""Pixel normalisation of medjax/data/transforms.py, through the pipeline that applies it."""
 import numpy as np
 import pytest
 
-from medjax.data import pipeline, transforms
+from medjax.data import pipeline
 
 import synthetic_data as sd
 
@@ -35,33 +34,3 @@ def test_per_image_normalization(synth_sources, synth_tokenizer, train):
 def test_unknown_normalization_is_rejected(synth_sources, synth_tokenizer):
   with pytest.raises(ValueError, match="data.normalize='minmax'"):
     _batch(synth_sources, synth_tokenizer, True, normalize="minmax")
-
-
-
-def test_decoded_images_are_reused_and_change_no_batch(synth_sources, synth_tokenizer,
-                                                       monkeypatch):
-  opened = []
-  real_open = transforms.Image.open
-  monkeypatch.setattr(transforms.Image, "open", lambda f: opened.append(1) or real_open(f))
-  records = synth_sources[0].records
-  studies = sum(len(r["images"]) > 0 for r in records)
-  for megabytes, decodes in ((1, studies), (0, 3 * studies)):
-    example = transforms.Example(sd.synth_cfg(decoded_cache_mb=megabytes), synth_tokenizer,
-                                 train=True)
-    opened.clear()
-    for _ in range(3):
-      for r in records:
-        example.row(("synth_cxr", r), np.random.default_rng(0))
-    assert len(opened) == decodes  # with the cache each study once (one view each here)
-
-  def batches(megabytes):
-    it = pipeline.from_sources(sd.synth_cfg(decoded_cache_mb=megabytes), synth_sources,
-                               synth_tokenizer, batch_size=8, seed=0, train=True)
-    try:
-      return [next(it) for _ in range(10)]  # 80 rows of 30 studies: most read 2-3 times
-    finally:
-      it.close()
-
-  for a, b in zip(batches(1), batches(0)):
-    for key in a:
-      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
