@@ -13,14 +13,13 @@
 
 Each side is a checkout (its `medjax` runs in its own process, benchmarks/step_worker.py) plus
 optional `+field=value` config overrides, then optionally `@ARG`: the config's arg for this side
-(the rest of the spec, '+' and all; without it, --config's). Per stage, every side compiles the stage's step, then
-the sides take turns: --rounds rounds of --steps steps each (A B A B), on synthetic batches of
-the config's shapes (the model and its sharding, not the input pipeline); sides with their own
-arg must plan as many stages. The matmul peak is measured once per round, here. MFU = the
-step's matmul FLOPs per device (`aot.step_flops_per_device`, this checkout's count of the side's
-model and stage) / the side's median step
-time / the peak of its compute dtype (f32, or bf16 -> f32). The load average is reported
-before and after: the machine may be shared.
+(the rest of the spec, '+' and all; without it, --config's; such sides must plan as many
+stages). Per stage, every side compiles the stage's step, then the sides take turns: --rounds
+rounds of --steps steps each (A B A B), on synthetic batches of the config's shapes (the model
+and its sharding, not the input pipeline). The matmul peak is measured once per round, here.
+MFU = the step's matmul FLOPs per device (`aot.step_flops_per_device`, this checkout's count of
+the side's model and stage) / the side's median step time / the peak of its compute dtype (f32,
+or bf16 -> f32). The load average is reported before and after: the machine may be shared.
 """
 import json
 import os
