@@ -113,7 +113,7 @@ def test_kill_9_during_an_async_save_resumes_from_the_last_complete_step(
   _assert_same(state, ref)
 
 
-def test_restore_onto_other_meshes_and_continue(covid_data_dir, tmp_path):
+def test_restore_onto_other_meshes(covid_data_dir, tmp_path):
   config = _tiny(covid_data_dir, mesh=dict(data=2, fsdp=4, tensor=1), total_steps=4,
                  checkpoint_every=2, log_every=2)
   trainer.train(config, str(tmp_path))
@@ -128,9 +128,8 @@ def test_restore_onto_other_meshes_and_continue(covid_data_dir, tmp_path):
     restored[n] = jax.tree.map(np.asarray, params)
   _assert_same(restored[4], restored[8])
   _assert_same(restored[1], restored[8])
-  config.total_steps, config.mesh = 6, dict(data=1, fsdp=4, tensor=1)
-  history = trainer.train(config, str(tmp_path), devices=jax.devices()[:4])
-  assert [h["step"] for h in history] == [6] and np.isfinite(history[0]["loss"])
+  # The trainer resuming onto another mesh: test_multiprocess's two-process checkpoint resumed
+  # by one process on one device.
 
 
 def test_nonfinite_step_is_skipped_counted_and_neversaved(covid_data_dir, tmp_path):

@@ -153,18 +153,17 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_resume_is_exact(
 def test_a_two_process_checkpoint_resumes_as_one_process(two, covid_data_dir, tmp_path):
   # The uninterrupted run's own step-4 checkpoint: a run launched with total_steps=4 would not
   # do, its learning rate decays to the end over 4 steps (optimizer.schedule), not over STEPS.
-  for name, devices, mesh in (("four", 4, MESH), ("single", 1, ("--config.mesh.data=1",))):
-    workdir = tmp_path / name
-    shutil.copytree(two / "checkpoints" / "4", workdir / "checkpoints" / "4")
-    procs = _launch(workdir, covid_data_dir, processes_=1, devices=devices, mesh=mesh)
-    assert _finish(procs) == [0], _log(workdir)
-    assert "Resumed from step 4" in _log(workdir)
-    want, got = _losses(two), _losses(workdir)
-    assert sorted(got) == list(range(5, STEPS + 1))
-    np.testing.assert_allclose([got[s] for s in got], [want[s] for s in got], atol=1e-4)
-    digests = _digests(workdir)
-    assert [digests[s] for s in range(5, STEPS + 1)] == [_digests(two)[s]
-                                                         for s in range(5, STEPS + 1)]
+  # One device: the trainer re-lays every array out onto a mesh the run never had.
+  workdir = tmp_path / "single"
+  shutil.copytree(two / "checkpoints" / "4", workdir / "checkpoints" / "4")
+  procs = _launch(workdir, covid_data_dir, processes_=1, devices=1, mesh=("--config.mesh.data=1",))
+  assert _finish(procs) == [0], _log(workdir)
+  assert "Resumed from step 4" in _log(workdir)
+  want, got = _losses(two), _losses(workdir)
+  assert sorted(got) == list(range(5, STEPS + 1))
+  np.testing.assert_allclose([got[s] for s in got], [want[s] for s in got], atol=1e-4)
+  digests, whole = _digests(workdir), _digests(two)
+  assert [digests[s] for s in range(5, STEPS + 1)] == [whole[s] for s in range(5, STEPS + 1)]
 
 
 def test_a_killed_process_ends_the_other_within_the_timeout(covid_data_dir, tmp_path):
@@ -183,12 +182,7 @@ def test_a_killed_process_ends_the_other_within_the_timeout(covid_data_dir, tmp_
   assert code == processes.LOST_PEER_EXIT, _log(workdir)[-3000:]
   assert elapsed < 2 * lost  # `lost` s of silence, a heartbeat interval (lost / 6) or two
   assert "Lost a process: process 1 sent no heartbeat" in _log(workdir)
-  (saved, _), before = _params(workdir), len(_log(workdir))
-  procs = _launch(workdir, covid_data_dir, "--config.total_steps=200")
-  # metrics.jsonl still holds the lost run's rows past the save until the relaunch has resumed
-  # and cut them: wait for this launch's resume line first, then for a step past the save.
-  _wait_for(lambda: f"Resumed from step {saved}" in _log(workdir)[before:]
-            and _logged_step(workdir) > saved, procs[0])
-  for p in procs:
-    p.send_signal(signal.SIGTERM)
-  assert _finish(procs) == [0, 0], _log(workdir)[before:]
+  # What it left is a complete checkpoint of both processes' shards (read here); relaunching
+  # from one is test_sigterm_to_one_process_stops_both_at_one_step_and_resume_is_exact's.
+  saved, _ = _params(workdir)
+  assert saved >= 4
