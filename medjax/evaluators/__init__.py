@@ -1,8 +1,9 @@
 """Evaluators that run inside the training loop, chosen by name in the config (big_vision's
 pattern): `config.evals.<name> = dict(type=<module>, every=N, <options>)`.
 
-Each module here defines `Evaluator(name, config, mesh, ts, **options)` with `run(params,
-stage) -> {metric: value}`, metrics named `<name>/<metric>`. They run on every process (their
+Each module here defines `Evaluator(name, config, mesh, ts, **options)` with `run(state,
+stage) -> {metric: value}` (the train state: params, and the EMA teacher and objective states
+the validation loss needs), metrics named `<name>/<metric>`. They run on every process (their
 arrays span the mesh); process 0 writes the results with the step's other metrics. Types:
 `val_loss` (the stage's objectives on validation batches), `retrieval` (image <-> text R@k),
 `probe` (a linear probe on a labelled split).

@@ -23,8 +23,9 @@ class Evaluator:
     self._pooled = Outputs(ts, mesh, lambda model, x: {"pooled": model.encode_image(x["image"])[1]},
                            chunk)
 
-  def run(self, params, stage) -> dict:
+  def run(self, state, stage) -> dict:
     del stage
+    params = state["params"]
     features = self._pooled(params, {"image": self.images})["pooled"]
     train = ~self.unseen
     probe = labelled.logistic_probe().fit(features[train], self.labels[train])

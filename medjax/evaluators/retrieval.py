@@ -35,8 +35,9 @@ class Evaluator:
     self._embed = Outputs(ts, mesh, lambda model, x: model(
         x, needs=frozenset({"image_emb", "text_emb"})), chunk)
 
-  def run(self, params, stage) -> dict:
+  def run(self, state, stage) -> dict:
     del stage
+    params = state["params"]
     out = self._embed(params, self.inputs)
     sim = out["image_emb"] @ out["text_emb"].T  # [images, texts], unit vectors
     same = self.text_of[:, None] == self.text_of[None, :]  # the right texts of each image

@@ -9,7 +9,7 @@ from flax import nnx
 
 from medjax import objectives, sharding
 from medjax.data import pipeline
-from medjax.train import stages
+from medjax.train import stages, step as step_lib
 
 
 class Evaluator:
@@ -39,17 +39,21 @@ class Evaluator:
     if stage.name not in self._fns:
       graphdef, cfg = self.ts.graphdef, stage.objectives
 
-      def losses(params, batch):
-        model = nnx.merge(graphdef, params)
-        _, metrics = objectives.total_loss(model(batch, needs=objectives.needs(cfg)), batch, cfg)
+      def losses(state, batch):
+        model = nnx.merge(graphdef, state["params"])
+        # What the train step gives the objectives too: the teacher's outputs, the objectives'
+        # states (DINO's centre), the stage step (temperature schedules).
+        inputs, _, _ = step_lib.stage_inputs(self.ts, stage, state, batch)
+        outputs = dict(model(batch, needs=objectives.needs(cfg)), **inputs)
+        _, metrics = objectives.total_loss(outputs, batch, cfg)
         return {k: v for k, v in metrics.items() if k.endswith("/loss")}
 
       self._fns[stage.name] = jax.jit(losses, in_shardings=(
-          self.ts.shardings["params"], sharding.batch_sharding(self.mesh)))
+          self.ts.shardings, sharding.batch_sharding(self.mesh)))
     return self._fns[stage.name]
 
-  def run(self, params, stage) -> dict:
+  def run(self, state, stage) -> dict:
     fn = self._fn(stage)
     with jax.set_mesh(self.mesh):
-      values = [jax.device_get(fn(params, batch)) for batch in self._batches(stage)]
+      values = [jax.device_get(fn(state, batch)) for batch in self._batches(stage)]
     return {f"{self.name}/{k}": float(np.mean([v[k] for v in values])) for k in values[0]}

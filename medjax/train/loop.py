@@ -93,7 +93,7 @@ def train(config, workdir, devices=None) -> list[dict]:
       if not (every_one or step % ev.every == 0):
         continue
       t0 = time.perf_counter()
-      out.update(ev.run(state["params"], stage))
+      out.update(ev.run(state, stage))
       logging.info("Evaluator %s at step %d: %.1f s.", ev.name, step, time.perf_counter() - t0)
     return out
 

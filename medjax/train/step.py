@@ -41,6 +41,23 @@ def objective_inputs(graphdef, objectives_cfg, params, teacher, objective_states
   return out
 
 
+def stage_inputs(ts, stage, state, batch):
+  """(`objective_inputs` of `stage` at `state`'s step, the teacher, the objective states) that
+  `stage`'s objectives read there: at the stage's first step the teacher restarts as a copy of
+  the student and objective states from their initial values, later steps read them from the
+  state. The train step and the validation loss (medjax/evaluators/val_loss.py) share it."""
+  cfg, params = stage.objectives, state["params"]
+  stage_step = state["step"] - (stage.first - 1)  # 0 at the stage's first step
+  fresh = stage_step == 0
+  restart = lambda start, kept: jax.tree.map(lambda a, b: jnp.where(fresh, a, b), start, kept)
+  teacher = (restart({m: params[m] for m in ts.teacher.modules}, state["teacher"])
+             if objectives.teacher_needs(cfg) else None)
+  states = {n: restart(objectives.init_state(n, params), state["objectives"][n])
+            for n in objectives.stateful(cfg)}
+  inputs = objective_inputs(ts.graphdef, cfg, params, teacher, states, batch, stage_step)
+  return inputs, teacher, states
+
+
 def loss_fn(graphdef, objectives_cfg):
   """loss(params, batch, inputs) -> (weighted total, metrics) of `objectives_cfg`'s active
   objectives, `inputs` from `objective_inputs`: what the step differentiates."""
@@ -57,12 +74,11 @@ def make_train_step(ts, stage):
   """Returns step(state, batch) -> (state, metrics) training `stage.objectives` (a
   `medjax.train.stages.Stage`) with `ts` (a `state.TrainSetup`). Jit it, state donated.
 
-  At the stage's first step the teacher restarts as a copy of the student and objective states
-  from their initial values, so each stage that uses them is self-contained; later steps read
-  them from the state (a resumed run too). Stages that do not use them leave them untouched."""
+  The teacher and objective states restart at the stage's first step (`stage_inputs`), so each
+  stage that uses them is self-contained, a resumed run too; stages that do not use them leave
+  them untouched."""
   cfg = stage.objectives
   uses_teacher = bool(objectives.teacher_needs(cfg))
-  stateful = objectives.stateful(cfg)
   if uses_teacher and ts.teacher is None:
     raise ValueError(f"stage {stage.name!r} needs an EMA teacher the train state does not hold")
   stage_steps = stage.last - stage.first + 1
@@ -70,14 +86,8 @@ def make_train_step(ts, stage):
 
   def step(state, batch):
     params = state["params"]
-    stage_step = state["step"] - (stage.first - 1)  # 0 at the stage's first step
-    fresh = stage_step == 0
-    restart = lambda start, kept: jax.tree.map(lambda a, b: jnp.where(fresh, a, b), start, kept)
-    teacher = (restart({m: params[m] for m in ts.teacher.modules}, state["teacher"])
-               if uses_teacher else None)
-    states = {n: restart(objectives.init_state(n, params), state["objectives"][n])
-              for n in stateful}
-    inputs = objective_inputs(ts.graphdef, cfg, params, teacher, states, batch, stage_step)
+    inputs, teacher, states = stage_inputs(ts, stage, state, batch)
+    stage_step = inputs[_common.STAGE_STEP]
     (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params, batch, inputs)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
