@@ -38,7 +38,14 @@ def train(config, workdir, devices=None) -> list[dict]:
   """Runs `config` to `config.total_steps` in `workdir` (a local path or a cloud URL); returns
   the rows it logged (one dict per log step, evaluator results included)."""
   config = resolve.resolved(config)
-  workdir = paths.path(workdir)
+  # A multi-process run is watched from here to its end, not from the first step: the processes
+  # leave jax.distributed's start together, but one may finish its init compile, restore and
+  # step-0 evaluation many seconds before a loaded peer, which is not lost for that.
+  with processes.Watchdog(config.timeouts.lost_process_seconds):
+    return _train(config, paths.path(workdir), devices)
+
+
+def _train(config, workdir, devices) -> list[dict]:
   main = jax.process_index() == 0
 
   # ---------------------------------------------------------------------------------- Mesh --
@@ -125,7 +132,7 @@ def train(config, workdir, devices=None) -> list[dict]:
                   disable=None if main else True)
   stop = preemption.StopRequests(lambda: _newest_complete(ckpt))
   try:
-    with processes.Watchdog(config.timeouts.lost_process_seconds), stop:
+    with stop:
       for step in range(start + 1, config.total_steps + 1):
         batch = batches.next(step)  # and the next step's batch starts building
         if stage is None or step > stage.last:

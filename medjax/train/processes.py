@@ -93,6 +93,8 @@ class Watchdog:
     self._peers = [p for p in range(jax.process_count()) if p != self._me]
     self._thread = threading.Thread(target=self._run, name="medjax-watchdog", daemon=True)
     self._thread.start()
+    log.info("Watching %d other process(es): one silent for %.0f s ends this one (exit %d).",
+             len(self._peers), self.timeout, LOST_PEER_EXIT)
     return self
 
   def __exit__(self, exc_type, exc, tb):
