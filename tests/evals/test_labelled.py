@@ -22,12 +22,36 @@ def test_label_of_each_task():
     labelled.label_of(record, "mortality")
 
 
+def test_lateral_only_records_are_those_without_a_possibly_frontal_view():
+  def record(*views):
+    return dict(views=np.array([v.encode() for v in views], object))
+  assert labelled.lateral_only(record("LATERAL"))
+  assert labelled.lateral_only(record("LATERAL", "LATERAL"))
+  assert not labelled.lateral_only(record("LATERAL", "PA"))  # the study has a frontal view
+  assert not labelled.lateral_only(record(""))  # unknown: kept
+  assert not labelled.lateral_only(record())  # no image: image_records never offers it
+
+
+def test_diagnosis_reads_the_frontal_x_rays_and_counts_the_laterals(tiny_config, shared_data,
+                                                                     caplog):
+  rows = list(csv.DictReader(open(shared_data / "covid-chestxray" / "metadata.csv")))
+  wanted = [r for r in rows if r["label"] in (labelled.POSITIVE, labelled.NEGATIVE)]
+  laterals = sum(r["view"] == "L" for r in wanted)  # the sample's code for a lateral
+  assert laterals > 0  # the sample has some, so the rule is exercised
+  with caplog.at_level("INFO", logger="medjax.evals.labelled"):
+    data = labelled.labelled_images(tiny_config, "covid_cxr")
+  assert len(data.labels) == len(wanted) - laterals
+  assert data.labels.sum() == sum(r["label"] == labelled.POSITIVE and r["view"] != "L"
+                                  for r in wanted)
+  assert f"{laterals} labelled records left out, lateral views only" in caplog.text
+
+
 def test_outcome_task_reads_every_stated_outcome(tiny_config, shared_data):
   config = tiny_config
   data = labelled.labelled_images(config, "covid_cxr", "survival")
   images, labels, patients, unseen = data.images, data.labels, data.patients, data.unseen
   rows = list(csv.DictReader(open(shared_data / "covid-chestxray" / "metadata.csv")))
-  stated = [r for r in rows if r["survival"] in ("Y", "N")]
+  stated = [r for r in rows if r["survival"] in ("Y", "N") and r["view"] != "L"]  # frontal
   assert len(labels) == len(images) == len(stated) and 0 < unseen.sum() < len(labels)
   assert labels.sum() == sum(r["survival"] == "Y" for r in stated)
   assert set(patients) == {r["patient_group"] for r in stated}
