@@ -31,10 +31,6 @@ def _tiny(data_dir, **overrides):
   return c
 
 
-
-
-
-
 @pytest.fixture(scope="module")
 def six(covid_data_dir, tmp_path_factory):
   """An uninterrupted in-process run of 6 steps, checkpoints at 2, 4, 6."""
