@@ -81,6 +81,15 @@ def get_config(arg=None):
   c.data.mean = 0.5
   c.data.std = 0.25
   c.data.crop_scale = (0.6, 1.0)  # random-resized-crop area range (train only)
+  # Photometric augmentation that survives per_image normalisation (train only; off as set
+  # here). The jitter above is an affine map of the pixels, which per_image undoes, so without
+  # these two views differ by their crop alone and keep the source's tone curve and sharpness,
+  # cues a contrastive objective can match views by. gamma: x ** g, g log-uniform in the range
+  # ((1, 1): off). blur: a Gaussian blur with this probability, sigma uniform in blur_sigma
+  # (pixels of the crop at its model size).
+  c.data.gamma = (1.0, 1.0)
+  c.data.blur_probability = 0.0
+  c.data.blur_sigma = (0.1, 2.0)
   # Multi-crop (DINO): `image` and `image2` are the two global crops (crop_scale above); this
   # many local crops per image besides, local_crop_size pixels square (a multiple of the patch
   # size), each covering a local_crop_scale share of the area. 0 = none: no `local_crops` key.

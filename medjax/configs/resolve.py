@@ -146,6 +146,10 @@ def validate(config) -> None:
     _check(d.local_crop_size % m.image.patch_size == 0, "data.local_crop_size",
            d.local_crop_size, f"must be a multiple of model.image.patch_size={m.image.patch_size}")
   _real(config, "data.ibot_mask_probability", 0, 1)
+  _positive_range(config, "data.gamma")
+  _real(config, "data.blur_probability", 0, 1)
+  if d.blur_probability:
+    _positive_range(config, "data.blur_sigma")
   unknown = set(d.withheld_labels) - set(contract.LABELS)
   _check(not unknown, "data.withheld_labels", tuple(d.withheld_labels),
          f"{sorted(unknown)} are not labels; labels are {list(contract.LABELS)}")
@@ -208,6 +212,13 @@ def _share_range(config, field: str) -> None:
   low, high = (value + (None, None))[:2]
   _check(len(value) == 2 and 0 < low <= high <= 1, field, value,
          "must be (low, high) with 0 < low <= high <= 1")
+
+
+def _positive_range(config, field: str) -> None:
+  value = tuple(_get(config, field))
+  low, high = (value + (None, None))[:2]
+  _check(len(value) == 2 and 0 < low <= high < math.inf, field, value,
+         "must be (low, high) with 0 < low <= high")
 
 
 def _check_stage_inputs(config, plan, objectives) -> None:

@@ -2,9 +2,9 @@
 
 Rows of unpaired studies (image-only, text-only) and empty slots get zeros wherever they lack
 the input, so every key exists with a static shape. Train mode draws all randomness (view
-choice, crops, jitter, masking, hidden sentence, MAE noise, local crops, iBOT's hidden patches)
-from the element's Grain RNG. The multi-crop draws come after those of every row of a unit, so
-turning them on changes no other key.
+choice, crops, blur, gamma, jitter, masking, hidden sentence, MAE noise, local crops, iBOT's
+hidden patches) from the element's Grain RNG. The multi-crop draws come after those of every
+row of a unit, so turning them on changes no other key.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import logging
 import math
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from medjax import contract
 from medjax.configs.resolve import NORMALIZE
@@ -75,6 +75,9 @@ class Example:
       raise ValueError(f"data.normalize={data_cfg.normalize!r}: expected one of {NORMALIZE}")
     self.per_image = data_cfg.normalize == "per_image"
     self.crop_scale = tuple(float(s) for s in data_cfg.crop_scale)
+    self.log_gamma = tuple(math.log(float(g)) for g in data_cfg.gamma)
+    self.blur_probability = float(data_cfg.blur_probability)
+    self.blur_sigma = tuple(float(s) for s in data_cfg.blur_sigma)
     self.local_crops, self.local_size = int(data_cfg.local_crops), int(data_cfg.local_crop_size)
     self.local_scale = tuple(float(s) for s in data_cfg.local_crop_scale)
     self.ibot_probability = float(data_cfg.ibot_mask_probability)
@@ -185,8 +188,15 @@ class Example:
     return img
 
   def _augment(self, img: Image.Image, rng: np.random.Generator, scale, size: int) -> np.ndarray:
-    """A random resized crop covering `scale` of the area, `size` pixels square, jittered."""
-    x = self._resize(img, _crop_box(*img.size, scale, rng), size)
+    """A random resized crop covering `scale` of the area, `size` pixels square, blurred and
+    gamma-mapped when configured, jittered. Off, they draw nothing: the other draws stay."""
+    crop = img.resize((size, size), Image.Resampling.BILINEAR,
+                      box=_crop_box(*img.size, scale, rng))
+    if self.blur_probability and rng.uniform() < self.blur_probability:
+      crop = crop.filter(ImageFilter.GaussianBlur(rng.uniform(*self.blur_sigma)))
+    x = np.asarray(crop, np.float32) / 255.0
+    if self.log_gamma != (0.0, 0.0):
+      x = x ** math.exp(rng.uniform(*self.log_gamma))
     mean = x.mean()
     x = (x - mean) * rng.uniform(1 - _JITTER, 1 + _JITTER) + mean + rng.uniform(-_JITTER, _JITTER)
     return self._model_input(np.clip(x, 0.0, 1.0))

@@ -41,6 +41,8 @@ BAD = [
     ("data.mlm_rate", 1.5, "config.data.mlm_rate = 1.5: must be a number in (0, 1)"),
     ("data.normalize", "per-image", "config.data.normalize = 'per-image': must be one of"),
     ("data.crop_scale", (0.9, 0.5), "config.data.crop_scale"),
+    ("data.gamma", (1.5, 0.8), "config.data.gamma = (1.5, 0.8): must be (low, high)"),
+    ("data.blur_probability", 1.5, "config.data.blur_probability = 1.5"),
     ("data.withheld_labels", ("covid",), "['covid'] are not labels"),
     ("model.image.image_size", 70, "must be a multiple of model.image.patch_size=16"),
     ("model.image.heads", 3, "config.model.image.heads = 3: must divide the width 64"),

@@ -34,3 +34,43 @@ def test_per_image_normalization(synth_sources, synth_tokenizer, train):
 def test_unknown_normalization_is_rejected(synth_sources, synth_tokenizer):
   with pytest.raises(ValueError, match="data.normalize='minmax'"):
     _batch(synth_sources, synth_tokenizer, True, normalize="minmax")
+
+
+def _views(sources, tokenizer, **cfg):
+  """The two training views, per_image-normalised, of whole-image crops of the rows whose image
+  is not blank (the synthetic records hold some of one grey level)."""
+  b = _batch(sources, tokenizer, True, normalize="per_image", crop_scale=(1.0, 1.0), **cfg)
+  rows = b["has_image"] & (b["image"].std(axis=(1, 2, 3)) > 0.5)
+  assert rows.sum() >= 3
+  return b["image"][rows, ..., 0], b["image2"][rows, ..., 0]
+
+
+def _ranks(x):
+  return np.argsort(np.argsort(x.reshape(len(x), -1), axis=1), axis=1)
+
+
+def test_without_photometric_augmentation_per_image_views_differ_only_by_crop(
+    synth_sources, synth_tokenizer):
+  a, b = _views(synth_sources, synth_tokenizer)
+  # The affine jitter is undone by per_image normalisation (up to its clipping).
+  assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999
+
+
+def test_gamma_changes_the_tone_curve_not_the_pixel_order(synth_sources, synth_tokenizer):
+  plain, _ = _views(synth_sources, synth_tokenizer)
+  mapped, _ = _views(synth_sources, synth_tokenizer, gamma=(3.0, 3.0))
+  for p, m in zip(plain, mapped):
+    assert np.corrcoef(p.ravel(), m.ravel())[0, 1] < 0.99  # not an affine map of the pixels
+  # x ** g is monotone: the brightness order of the pixels stays (up to clipping and ties).
+  assert (_ranks(plain) == _ranks(mapped)).mean() > 0.5
+
+
+def test_blur_smooths_the_view(synth_sources, synth_tokenizer):
+  def roughness(x):  # mean absolute difference of horizontal neighbours, per unit std
+    return np.abs(np.diff(x, axis=-1)).mean()
+
+  sharp, _ = _views(synth_sources, synth_tokenizer)
+  blurred, blurred2 = _views(synth_sources, synth_tokenizer, blur_probability=1.0,
+                             blur_sigma=(1.5, 2.0))
+  assert roughness(blurred) < 0.8 * roughness(sharp)
+  assert roughness(blurred2) < 0.8 * roughness(sharp)
