@@ -139,17 +139,17 @@ def validate(config) -> None:
   _one_of(config, "data.normalize", NORMALIZE)
   _real(config, "data.std", 0, math.inf, open_low=True, open_high=True)
   for field in ("data.crop_scale", "data.local_crop_scale", "data.ibot_mask_ratio"):
-    _share_range(config, field)
+    _range(config, field, upper=1)
   _int(config, "data.local_crops", low=0)
   if d.local_crops:  # the size matters only when there are local crops
     _int(config, "data.local_crop_size", low=m.image.patch_size)
     _check(d.local_crop_size % m.image.patch_size == 0, "data.local_crop_size",
            d.local_crop_size, f"must be a multiple of model.image.patch_size={m.image.patch_size}")
   _real(config, "data.ibot_mask_probability", 0, 1)
-  _positive_range(config, "data.gamma")
+  _range(config, "data.gamma")
   _real(config, "data.blur_probability", 0, 1)
   if d.blur_probability:
-    _positive_range(config, "data.blur_sigma")
+    _range(config, "data.blur_sigma")
   unknown = set(d.withheld_labels) - set(contract.LABELS)
   _check(not unknown, "data.withheld_labels", tuple(d.withheld_labels),
          f"{sorted(unknown)} are not labels; labels are {list(contract.LABELS)}")
@@ -207,18 +207,13 @@ def validate(config) -> None:
   _check_stage_inputs(config, plan, objectives)
 
 
-def _share_range(config, field: str) -> None:
+def _range(config, field: str, upper: float = math.inf) -> None:
+  """(low, high) with 0 < low <= high <= upper, both finite: a share (upper 1) or a size."""
   value = tuple(_get(config, field))
   low, high = (value + (None, None))[:2]
-  _check(len(value) == 2 and 0 < low <= high <= 1, field, value,
-         "must be (low, high) with 0 < low <= high <= 1")
-
-
-def _positive_range(config, field: str) -> None:
-  value = tuple(_get(config, field))
-  low, high = (value + (None, None))[:2]
-  _check(len(value) == 2 and 0 < low <= high < math.inf, field, value,
-         "must be (low, high) with 0 < low <= high")
+  ok = len(value) == 2 and 0 < low <= high <= upper and math.isfinite(high)
+  _check(ok, field, value, "must be (low, high) with 0 < low <= high"
+         + (f" <= {upper:g}" if upper < math.inf else ""))
 
 
 def _check_stage_inputs(config, plan, objectives) -> None:

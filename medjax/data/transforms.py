@@ -54,6 +54,15 @@ def _crop_box(width: int, height: int, scale, rng: np.random.Generator):
   return 0, 0, width, height
 
 
+def _crop(img: Image.Image, box, size: int) -> Image.Image:
+  """`box` of `img` (None: all of it), `size` pixels square."""
+  return img.resize((size, size), Image.Resampling.BILINEAR, box=box)
+
+
+def _unit_floats(img: Image.Image) -> np.ndarray:
+  return np.asarray(img, np.float32) / 255.0
+
+
 def pick_view(views, rng: np.random.Generator | None) -> int:
   """Index of the image a multi-view study contributes. Frontal views (PA, AP) are preferred:
   reports describe them and downstream tasks use them; laterals are used only when a study has
@@ -190,11 +199,10 @@ class Example:
   def _augment(self, img: Image.Image, rng: np.random.Generator, scale, size: int) -> np.ndarray:
     """A random resized crop covering `scale` of the area, `size` pixels square, blurred and
     gamma-mapped when configured, jittered. Off, they draw nothing: the other draws stay."""
-    crop = img.resize((size, size), Image.Resampling.BILINEAR,
-                      box=_crop_box(*img.size, scale, rng))
+    crop = _crop(img, _crop_box(*img.size, scale, rng), size)
     if self.blur_probability and rng.uniform() < self.blur_probability:
       crop = crop.filter(ImageFilter.GaussianBlur(rng.uniform(*self.blur_sigma)))
-    x = np.asarray(crop, np.float32) / 255.0
+    x = _unit_floats(crop)
     if self.log_gamma != (0.0, 0.0):
       x = x ** math.exp(rng.uniform(*self.log_gamma))
     mean = x.mean()
@@ -203,9 +211,7 @@ class Example:
 
   def _resize(self, img: Image.Image, box, size: int | None = None) -> np.ndarray:
     """`box` of `img` (None: all of it) at `size` (default: the model's), as [0, 1] floats."""
-    size = size or self.size
-    out = img.resize((size, size), Image.Resampling.BILINEAR, box=box)
-    return np.asarray(out, np.float32) / 255.0
+    return _unit_floats(_crop(img, box, size or self.size))
 
   def _model_input(self, x: np.ndarray) -> np.ndarray:
     if self.per_image:  # a blank image has no contrast to scale: floor the std
