@@ -6,7 +6,9 @@ patients with all their images: per class, round(fraction x its patients), at le
 afresh for each seed. The score is AUROC on the validation split, whose patients are never
 trained on (medjax/evals/external.py scores another dataset instead). Three modes:
 - "zero_shot": no label at all, the image against text prompts per class (zero_shot.py);
-- "linear": the image tower frozen, a logistic regression on its pooled features;
+- "linear": the image tower frozen, a logistic regression on its pooled features, standardised
+  by the features of every train-split image (unlabelled ones too: a 1% sample of 3-5 X-rays
+  cannot estimate a scale per dimension);
 - "full": the image tower and a linear head trained together (AdamW; the eval preprocessing,
   no augmentation), from the given run's params.
 Without a pretraining run the tower is a random init of the config (its `seed`): the
@@ -107,7 +109,9 @@ def trials(config, graphdef, params, tokenizer, mode: str, task: str, fit: Label
     for seed in range(seeds):
       picked = np.flatnonzero(sample_patients(fit.patients, fit.labels, fraction, seed))
       if mode == "linear":
-        probe = logistic_probe().fit(fit_features[picked], fit.labels[picked])
+        # Scaled by every training image's features: the labels are few, the images are not.
+        probe = logistic_probe(scale_on=fit_features).fit(fit_features[picked],
+                                                          fit.labels[picked])
         yield fraction, seed, picked, probe.predict_proba(features)[:, 1]
       else:
         score_fn, _ = train_full(tower, fit.images[picked], fit.labels[picked], steps=steps,

@@ -25,7 +25,7 @@ import tensorflow_datasets as tfds
 from flax import nnx
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from medjax import contract, paths
 from medjax.configs import resolve
@@ -191,7 +191,13 @@ def embed(graphdef, params, images: np.ndarray, batch: int = 32) -> np.ndarray:
   return map_batches(lambda x: _pooled(graphdef, params, x), (images,), batch)
 
 
-def logistic_probe():
+def logistic_probe(scale_on: np.ndarray | None = None):
   """The linear classifier every evaluation fits on frozen features: standardised, then an
-  L2-regularised logistic regression (C = 0.1: a few hundred images for hundreds of dims)."""
-  return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
+  L2-regularised logistic regression (C = 0.1: a few hundred images for hundreds of dims).
+  Standardised by the features it is fitted on, or by `scale_on`'s (fitted once, here) when
+  given: a few-label sample (3-5 X-rays at 1%) cannot estimate each dimension's scale, the
+  unlabelled training images it was drawn from can, and need no label for it."""
+  scaler = StandardScaler()
+  if scale_on is not None:
+    scaler = FunctionTransformer(StandardScaler().fit(scale_on).transform)
+  return make_pipeline(scaler, LogisticRegression(C=0.1, max_iter=5000))

@@ -3,6 +3,7 @@ import csv
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from medjax import contract
 from medjax.evals import labelled
@@ -57,3 +58,29 @@ def test_outcome_task_reads_every_stated_outcome(tiny_config, shared_data):
   assert set(patients) == {r["patient_group"] for r in stated}
   # The eval preprocessing: per-image normalisation, so each image has mean 0 and std 1.
   np.testing.assert_allclose(images.mean(axis=(1, 2, 3)), 0, atol=1e-4)
+
+
+def test_logistic_probe_scaled_by_a_pool_keeps_the_pools_scale():
+  rng = np.random.default_rng(0)
+  pool = rng.normal(size=(300, 8)) * np.arange(1, 9)  # dimension d has scale d + 1
+  pooled = labelled.logistic_probe(scale_on=pool).fit(pool[:4], np.array([0, 1, 0, 1]))
+  # Fitting on four rows leaves the scale the pool gave: mean 0, std 1 over the pool.
+  np.testing.assert_allclose(pooled[0].transform(pool), (pool - pool.mean(0)) / pool.std(0),
+                             atol=1e-12)
+  own = labelled.logistic_probe().fit(pool[:4], np.array([0, 1, 0, 1]))
+  np.testing.assert_allclose(own[0].transform(pool[:4]).std(0), 1.0, atol=1e-12)
+
+
+def test_a_pool_scale_keeps_a_few_label_fit_from_blowing_up_a_quiet_dimension():
+  # Dimension 0 holds the class; dimension 1 is noise of the same scale, which the four
+  # labelled rows happen to share almost exactly. Scaled by those rows alone, dimension 1 is
+  # stretched ~1000x and drowns dimension 0 on new images; scaled by the pool, it is not.
+  rng = np.random.default_rng(0)
+  y = np.tile([0, 1], 200)
+  pool = np.stack([2.0 * y + rng.normal(size=y.size), rng.normal(size=y.size)], 1)
+  x, fit_y = pool[:4].copy(), y[:4]
+  x[:, 1] = [0.3001, 0.3, 0.2999, 0.3002]
+  new, new_y = pool[4:], y[4:]
+  auroc = lambda probe: roc_auc_score(new_y, probe.fit(x, fit_y).predict_proba(new)[:, 1])
+  assert auroc(labelled.logistic_probe(scale_on=pool)) > 0.85
+  assert auroc(labelled.logistic_probe()) < 0.7
