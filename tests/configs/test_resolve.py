@@ -91,3 +91,17 @@ def test_one_arg_syntax():
     base.get_config("tiny")  # base takes no arg: refused, not dropped
   assert convirt.get_config("tiny").batch_size == medmllm_tiny.get_config().batch_size
   assert medmllm_s.get_config("only=mae,steps=5").total_steps == 5
+
+
+def test_medmllm_s_image_steps_lengthens_the_image_stage_only():
+  c = medmllm_s.get_config("image_steps=1000,image=image_level+dino")
+  assert [(s["name"], s["steps"]) for s in c.stages] == [("image", 1000), ("text", 100),
+                                                         ("image_text", 300)]
+  assert c.total_steps == 1400
+  assert c.objectives.dino.warmup_steps == 300  # 30% of the image stage, as at 300 steps (90)
+  assert medmllm_s.get_config("image=dino").objectives.dino.warmup_steps == 90
+  resolve.resolved(c)  # the stages add up to total_steps
+  with pytest.raises(ValueError, match="image_steps"):
+    medmllm_s.get_config("only=mae,steps=5,image_steps=1000")
+  with pytest.raises(ValueError, match="image_steps=0"):
+    medmllm_s.get_config("image_steps=0")
