@@ -103,7 +103,7 @@ def test_medmllm_s_image_stage_with_self_distillation():
                                  ibot=1.0)
   assert (_weights(text), _weights(joint)) == tuple(_weights(s) for s in stages.plan(recipe)[1:])
   assert full.objectives.dino.warmup_steps == 90  # 30% of the 300-step image stage
-  with pytest.raises(ValueError, match="image=... sets the full recipe"):
+  with pytest.raises(ValueError, match="image=... and image_steps=N set the full recipe"):
     medmllm_s.get_config("only=dino,steps=10,image=dino")
 
 
