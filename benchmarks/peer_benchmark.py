@@ -24,11 +24,12 @@ import jax.numpy as jnp
 import torch
 from absl import flags
 
-from benchmarks import peak_flops, torch_peer
+from benchmarks import torch_peer
 from medjax import objectives, paths, sharding
 from medjax.cli import common
 from medjax.models import precision
 from medjax.train import aot, stages, state as state_lib
+from medjax.train.peak import matmul_peak
 
 common.define_config_flag()
 flags.DEFINE_integer("rounds", 3, "Rounds; each times every side in turn.")
@@ -72,8 +73,8 @@ def _torch_matmul_peak(dtype, n: int = 2048, repeats: int = 10) -> float:
 
 def _peaks() -> dict:
   """Matmul FLOP/s of JAX and torch per precision (bf16: inputs bf16, f32 accumulation)."""
-  return dict(jax_float32=peak_flops.matmul_peak(dtype=jnp.float32),
-              jax_bfloat16=peak_flops.matmul_peak(dtype=jnp.bfloat16),
+  return dict(jax_float32=matmul_peak(dtype=jnp.float32),
+              jax_bfloat16=matmul_peak(dtype=jnp.bfloat16),
               torch_float32=_torch_matmul_peak(torch.float32),
               torch_bfloat16=_torch_matmul_peak(torch.bfloat16))
 

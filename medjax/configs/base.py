@@ -248,9 +248,9 @@ def get_config(arg=None):
   # is an error (a stalled or full disk) instead of a hang; a process of a multi-process run
   # that sends no heartbeat for lost_process_seconds ends the others (medjax/train/processes).
   c.timeouts = ml_collections.ConfigDict(dict(checkpoint_seconds=600, lost_process_seconds=60))
-  # Peak FLOP/s of one device, for MFU. 184e9 = this repo's CPU f32 matmul peak
-  # (benchmarks/peak_flops.py); TPU v5p bf16 = 459e12, H100 SXM bf16 dense = 989e12.
-  c.peak_flops_per_device = 184e9
+  # Peak FLOP/s of one device at the compute dtype, MFU's denominator. 0: found at start
+  # (medjax/train/peak.py): measured on CPU, the chip's bf16 peak by device kind on TPU / GPU.
+  c.peak_flops_per_device = 0.0
   return c
 
 

@@ -20,5 +20,4 @@ def get_config(arg=None):
   c.optim.warmup_steps = 1000
   c.log_every = 50
   c.checkpoint_every = 1000
-  c.peak_flops_per_device = 989e12  # H100 SXM, bf16 dense
   return c

@@ -37,5 +37,4 @@ def get_config(arg=None):
   c.optim.warmup_steps = 2000
   c.log_every = 100
   c.checkpoint_every = 2000
-  c.peak_flops_per_device = 459e12  # TPU v5p, bf16
   return c

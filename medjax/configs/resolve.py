@@ -89,7 +89,7 @@ def validate(config) -> None:
                 "keep_checkpoints", "max_nonfinite_in_row"):
     _int(config, field)
   _int(config, "seed", low=0)
-  _real(config, "peak_flops_per_device", 0, math.inf, open_low=True, open_high=True)
+  _real(config, "peak_flops_per_device", 0, math.inf, open_high=True)  # 0: found at start
   mesh = dict(config.mesh)
   _check(set(mesh) <= {"data", "fsdp", "tensor"}, "mesh", mesh, "axes are data, fsdp, tensor")
   _check(all(isinstance(v, int) and (v >= 1 or v == -1) for v in mesh.values())

@@ -19,12 +19,14 @@ from absl import logging
 from medjax import evaluators, paths, sharding
 from medjax.configs import resolve
 from medjax.data import mixture, pipeline
+from medjax.models import precision
 from medjax.train import (
   aot,
   checkpoint,
   feed,
   metrics as metrics_lib,
   optimizer,
+  peak as peak_lib,
   preemption,
   processes,
   stages,
@@ -71,6 +73,9 @@ def _train(config, workdir, devices) -> list[dict]:
   n_params = sum(x.size for x in jax.tree.leaves(ts.abstract_state["params"]))
   logging.info("Model: %.2fM params; %.1f MiB of train state per device.", n_params / 1e6,
                sharding.per_device_bytes(ts.abstract_state, ts.shardings) / 2**20)
+  peak = peak_lib.per_device(config.peak_flops_per_device,
+                             precision.compute_dtype(config.model.dtype, mesh.devices.flat[0]),
+                             mesh.devices.flat)  # MFU's denominator; None: no MFU logged
 
   # ---------------------------------------------------------------- Checkpoint and resume --
   # Order: this workdir's newest complete checkpoint, else params from config.init_from, else
@@ -149,17 +154,18 @@ def _train(config, workdir, devices) -> list[dict]:
           scalars = window.means()  # waits for the step: timings are honest
           scalars.update(lr=lr(step - 1), examples_per_second=config.batch_size /
                          scalars["step_seconds"],
-                         mfu=metrics_lib.mfu(flops, scalars["step_seconds"],
-                                             config.peak_flops_per_device),
                          **stage_scalars)  # once per stage: compile time, FLOPs shares
+          if peak:
+            scalars["mfu"] = metrics_lib.mfu(flops, scalars["step_seconds"], peak)
           stage_scalars = {}
           scalars.update(evaluate(step, stage, every_one=step == config.total_steps))
           writer.write(step, scalars)
           history.append(dict(scalars, step=step))
-          bar.set_postfix(loss=f"{scalars['loss']:.4f}", mfu=f"{scalars['mfu']:.1%}")
-          logging.info("step %d: loss %.4f, %.3f s/step, %.1f ex/s, MFU %.1f%%", step,
+          mfu = f"{scalars['mfu']:.1%}" if "mfu" in scalars else "n/a"
+          bar.set_postfix(loss=f"{scalars['loss']:.4f}", mfu=mfu)
+          logging.info("step %d: loss %.4f, %.3f s/step, %.1f ex/s, MFU %s", step,
                        scalars["loss"], scalars["step_seconds"],
-                       scalars["examples_per_second"], 100 * scalars["mfu"])
+                       scalars["examples_per_second"], mfu)
           nonfinite = int(jax.device_get(state["nonfinite_in_row"]))
           if nonfinite >= config.max_nonfinite_in_row:
             raise FloatingPointError(
