@@ -53,7 +53,7 @@ def main(argv):
     _check(export.round_trip_gaps(f.out, nnx.merge(ts.graphdef, params)))
     logging.info("Exported %s to %s", f.workdir, f.out)
   if (paths.path(f.workdir) / "metrics.jsonl").exists():  # a run's workdir: how it went
-    print(summary.report(f.workdir), flush=True)
+    print(summary.report(f.workdir, f.out), flush=True)
 
 
 def _check(gaps: dict[str, float]) -> None:

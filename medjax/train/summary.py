@@ -8,7 +8,9 @@ from medjax import objectives, paths
 from medjax.train import metrics as metrics_lib
 
 
-def report(workdir) -> str:
+def report(workdir, export=None) -> str:
+  """`export`: the directory medjax-export just wrote (any name, either format); without it, the
+  demo's `<workdir>/export` if a complete medjax export is there."""
   workdir = paths.path(workdir)
   rows = metrics_lib.logged_rows(workdir)
   if not rows:
@@ -32,8 +34,9 @@ def report(workdir) -> str:
   times = [r["step_seconds"] for r in trained if "step_seconds" in r]
   if times:
     lines.append(f"  step time: {min(times):.3f}-{max(times):.3f} s over the log windows")
-  export = workdir / "export"
-  if (export / "config.json").exists():
+  if export is None and (workdir / "export" / "config.json").exists():
+    export = workdir / "export"
+  if export is not None:
     lines.append(f"  export: {export}")
   lines.append(f"  metrics: {workdir / 'metrics.jsonl'}; TensorBoard: {workdir / 'tensorboard'}")
   return "\n".join(lines)

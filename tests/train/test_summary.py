@@ -1,0 +1,37 @@
+"""The end-of-run summary (medjax/train/summary.py) read off a metrics.jsonl like a run's."""
+import json
+
+from medjax.train import summary
+
+
+def _run(workdir, rows):
+  workdir.mkdir()
+  (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return workdir
+
+
+ROWS = [
+    {"step": 0, "probe/auroc": 0.61},
+    {"step": 10, "image_level/loss": 3.4, "step_seconds": 0.9},
+    {"step": 20, "image_level/loss": 2.1, "step_seconds": 0.6},
+    {"step": 30, "mlm/loss": 8.0, "probe/auroc": 0.55, "step_seconds": 0.7},
+]
+
+
+def test_losses_evaluators_and_step_times_from_first_to_last(tmp_path):
+  out = summary.report(_run(tmp_path / "run", ROWS))
+  assert "30 steps" in out
+  assert "image_level" in out and "3.4000 (step 10) ->   2.1000 (step 20)" in out
+  assert "0.6100 ->   0.5500 (step 30)" in out and "0.600-0.900 s" in out
+  assert "export:" not in out  # nothing exported yet
+
+
+def test_names_the_export_just_written_not_the_default_one(tmp_path):
+  run = _run(tmp_path / "run", ROWS)
+  (run / "export").mkdir()
+  (run / "export" / "config.json").write_text("{}")
+  assert f"export: {run / 'export'}" in summary.report(run)
+  hf = tmp_path / "hf"  # medjax-export --format hf --out elsewhere
+  hf.mkdir()
+  out = summary.report(run, hf)
+  assert f"export: {hf}" in out and f"{run / 'export'}\n" not in out
