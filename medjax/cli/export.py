@@ -40,7 +40,8 @@ def main(argv):
   tokenizer = str(pipeline.tokenizer_path(config.data))
   if f.format == "hf":
     from medjax.hf import export as hf_export  # torch / transformers: the hf extra
-    classes = hf_export.export(config, params, ts.logical_specs, tokenizer, f.out)
+    classes = hf_export.export(config, params, ts.logical_specs, tokenizer, f.out,
+                               summary.evaluations(f.workdir))
     _check(hf_export.round_trip_gaps(f.out, nnx.merge(ts.graphdef, params), config))
     logging.info("Exported %s to %s as Hugging Face %s", f.workdir, f.out, classes)
   else:

@@ -21,7 +21,7 @@ def curves(workdir) -> tuple[dict, dict]:
   logged twice (a resumed run) counts once (metrics.logged_rows)."""
   losses, evals = defaultdict(lambda: ([], [])), defaultdict(lambda: ([], []))
   rows = metrics.logged_rows(workdir)
-  evaluated = {k for r in rows if r["step"] == 0 for k in r if k != "step"}
+  evaluated = metrics.evaluator_keys(rows)
   for row in rows:
     for key, value in row.items():
       name = key[:-len("/loss")]

@@ -68,9 +68,33 @@ def _objectives(config) -> list[str]:
   return sorted(active)
 
 
-def model_card(config, classes: dict, pool_image: str) -> str:
+def _evaluation(evaluations: dict | None) -> str:
+  """The card's evaluation section from `summary.evaluations` of the run (None or {}: none)."""
+  if not evaluations:
+    return ("No training metrics came with these weights (a step directory or an import was "
+            "exported), so the card claims no figure.")
+  rows = "\n".join(f"| `{key}` | {first:.4f} (step {start}) | {last:.4f} (step {step}) |"
+                    for key, (start, first, step, last) in evaluations.items())
+  return f"""What the trainer's evaluators logged (its metrics.jsonl) the first and the last time
+each ran (step 0 is before any training; a stage's validation losses start with it), on
+validation patients the run never trained on:
+
+| evaluator | first | last |
+|---|---|---|
+{rows}
+
+`probe/auroc`: a logistic regression on the frozen pooled image features of a labelled train
+split, AUROC on its validation split; `retrieval/*`: image <-> text recall@k among validation
+pairs; `val/<objective>/loss`: that objective on validation batches. The validation sets are
+small (tens of patients): these figures say the run trained as configured, not how well it
+diagnoses. medjax's `medjax-payoff` and `medjax-evaluate` compare a tower with random ones,
+with patient-bootstrap intervals."""
+
+
+def model_card(config, classes: dict, pool_image: str, evaluations: dict | None = None) -> str:
   """README.md text for an export of `config` (resolved) with towers of `classes`; the pooled
-  image feature is `image_tower(...).<pool_image>`."""
+  image feature is `image_tower(...).<pool_image>`; `evaluations`: the run's in-loop figures
+  (`summary.evaluations`), if the weights came from a run."""
   m, d = config.model, config.data
   licences = "\n".join(f"- `{name}`: {DATA_LICENCES.get(name, 'see the dataset own terms')}"
                        for name in _sources(config))
@@ -124,6 +148,9 @@ Pixels: grayscale, resized, /255, then {normalisation}.
 - Licences of the data the weights were trained on; the most restrictive one applies to the
   weights:
 {licences}
+
+## Evaluation during training
+{_evaluation(evaluations)}
 
 ## Intended use and limitations
 - Intended for research on medical vision-language representation learning: feature

@@ -157,10 +157,12 @@ def _projections(config, params) -> dict:
   return out
 
 
-def export(config, params, logical_specs, tokenizer_spec: str, out_dir) -> dict:
+def export(config, params, logical_specs, tokenizer_spec: str, out_dir,
+           evaluations: dict | None = None) -> dict:
   """Writes the directories of the module docstring for `params` (nested, as the checkpoint)
-  trained with `config` and tokenizer `tokenizer_spec` (a sentencepiece file or hf:DIR).
-  Returns {"image": class name, "text": class name}."""
+  trained with `config` and tokenizer `tokenizer_spec` (a sentencepiece file or hf:DIR); the
+  card reports `evaluations` (`summary.evaluations` of the run). Returns {"image": class name,
+  "text": class name}."""
   (transformers,) = hf.require("transformers")
   config = resolve.resolved(config)
   check_exportable(config)
@@ -171,8 +173,8 @@ def export(config, params, logical_specs, tokenizer_spec: str, out_dir) -> dict:
                  text=_text(config, named["text"], tokenizer_spec, out / TEXT_DIR,
                             transformers))
   _safetensors(_projections(config, params), out / PROJECTIONS)
-  paths.write_atomic(out / "README.md", card.model_card(config, classes,
-                                                       POOL_IMAGE[classes["image"]][0]))
+  paths.write_atomic(out / "README.md", card.model_card(
+      config, classes, POOL_IMAGE[classes["image"]][0], evaluations))
   return classes
 
 

@@ -130,9 +130,9 @@ def _train(config, workdir, devices) -> list[dict]:
   wait = config.timeouts.checkpoint_seconds
   history, window, stage, compiled, flops, stage_scalars = [], None, None, None, 0.0, {}
   if start == 0 and evals:
-    row = dict(evaluate(0, schedule[0], every_one=True), step=0)
+    row = evaluate(0, schedule[0], every_one=True)
     writer.write(0, row)
-    history.append(row)
+    history.append(dict(row, step=0))
   bar = tqdm.tqdm(total=config.total_steps, initial=start, desc="train", unit="step",
                   disable=None if main else True)
   stop = preemption.StopRequests(lambda: _newest_complete(ckpt))

@@ -71,6 +71,15 @@ def logged_rows(workdir) -> list[dict]:
   return [rows[s] for s in sorted(rows)]
 
 
+def evaluator_keys(rows: list[dict]) -> set[str]:
+  """The in-loop evaluators' figures among `rows` (`logged_rows`): every key under a name the
+  step-0 row holds (step 0 runs every evaluator: val/, retrieval/, probe/, ...), so also the
+  val losses of a later stage's objectives, first logged with that stage."""
+  at_start = next((r for r in rows if r["step"] == 0), {})
+  names = {k.split("/")[0] for k in at_start if "/" in k}
+  return {k for r in rows for k in r if k.split("/")[0] in names}
+
+
 class MetricWriter:
   """Scalars to metrics.jsonl and a TensorBoard event file in the workdir, process 0 only.
 

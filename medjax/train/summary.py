@@ -1,5 +1,5 @@
 """The end of a run in a few lines a person reads: each objective's loss at the first and last
-log steps it was trained, each in-loop evaluator's value at step 0 and at the end, the step
+log steps it was trained, each in-loop evaluator's first and last values, the step
 time, and the export if there is one. Built from metrics.jsonl, so it describes the whole run,
 also one that was stopped and resumed."""
 from __future__ import annotations
@@ -25,12 +25,11 @@ def report(workdir, export=None) -> str:
       seen = [(r["step"], r[key]) for r in trained if key in r]
       lines.append(f"    {key[:-5]:<26} {seen[0][1]:8.4f} (step {seen[0][0]}) -> "
                    f"{seen[-1][1]:8.4f} (step {seen[-1][0]})")
-  evaluated = sorted({k for r in rows if r["step"] == 0 for k in r if k != "step"})
+  evaluated = _evaluations(rows)
   if evaluated:
-    lines.append("  evaluators, step 0 -> last:")
-    for key in evaluated:
-      last = [(r["step"], r[key]) for r in rows if key in r][-1]
-      lines.append(f"    {key:<34} {rows[0][key]:8.4f} -> {last[1]:8.4f} (step {last[0]})")
+    lines.append("  evaluators, first -> last step each ran:")
+    for key, (start, first, step, last) in evaluated.items():
+      lines.append(f"    {key:<34} {first:8.4f} (step {start}) -> {last:8.4f} (step {step})")
   times = [r["step_seconds"] for r in trained if "step_seconds" in r]
   if times:
     lines.append(f"  step time: {min(times):.3f}-{max(times):.3f} s over the log windows")
@@ -41,3 +40,19 @@ def report(workdir, export=None) -> str:
   lines.append(f"  metrics: {workdir / 'metrics.jsonl'}; TensorBoard: {workdir / 'tensorboard'}")
   return "\n".join(lines)
 
+
+def evaluations(workdir) -> dict[str, tuple[int, float, int, float]]:
+  """Each in-loop evaluator's figure -> (the first step it ran, its value there, the last step,
+  its value there), from `workdir`/metrics.jsonl; {} if nothing was logged. Step 0 runs every
+  evaluator; a staged run's val figures start with their objective's stage."""
+  return _evaluations(metrics_lib.logged_rows(workdir))
+
+
+def _evaluations(rows: list[dict]) -> dict[str, tuple[int, float, int, float]]:
+  keys, out = metrics_lib.evaluator_keys(rows), {}
+  for r in rows:
+    step = int(r["step"])  # runs before 2026-12-04 wrote step 0 as 0.0
+    for key, value in r.items():
+      if key in keys:
+        out[key] = (*out.get(key, (step, value))[:2], step, value)
+  return dict(sorted(out.items()))

@@ -11,6 +11,7 @@ from hf_support import HF_MISSING, random_params
 from PIL import Image
 
 from medjax import sharding
+from medjax.configs import resolve
 from medjax.contract import study_text
 from medjax.data import mixture, pipeline
 from medjax.data.transforms import Example, pick_view
@@ -67,6 +68,18 @@ def test_directories_load_with_automodel_and_nothing_missing(exported):
     assert not (info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"]), info
   card = (out / "README.md").read_text()
   assert "not for clinical use" in card.lower() and "CC BY-NC-SA" in card
+  # Random params, no run: the card claims no figure.
+  assert "claims no figure" in card and "| evaluator |" not in card
+
+
+def test_model_card_reports_the_runs_evaluations(exported):
+  cfg, *_, classes = exported
+  run = {"probe/auroc": (0, 0.606, 700, 0.495), "val/mlm/loss": (350, 7.9, 400, 6.4)}
+  text = card.model_card(resolve.resolved(cfg), classes, "last_hidden_state", run)
+  assert "| `probe/auroc` | 0.6060 (step 0) | 0.4950 (step 700) |" in text
+  assert "| `val/mlm/loss` | 7.9000 (step 350) | 6.4000 (step 400) |" in text
+  assert "these figures say the run trained as configured" in text
+  assert "claims no figure" not in text
 
 
 def test_model_card_lines_give_medjax_embeddings_on_real_studies(exported, tmp_path):

@@ -49,6 +49,7 @@ def test_tiny_run_learns_evaluates_and_writes_metrics(covid_data_dir, tmp_path, 
   assert 0 <= history[-1]["probe/auroc"] <= 1
   lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   assert [l["step"] for l in lines] == list(range(101))
+  assert all(type(l["step"]) is int for l in lines)  # step 0 too, and no "step" scalar
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
   # The run ends with a summary a person reads.
   out = capsys.readouterr().out

@@ -44,3 +44,11 @@ def test_step_flops_per_device_splits_the_same_step_over_the_mesh():
   assert per_device[1] > 0
   assert per_device[8] * 8 == pytest.approx(per_device[1], rel=1e-9)
 
+
+
+def test_evaluator_keys_take_a_later_stages_val_losses_and_no_training_figure():
+  rows = [{"step": 0, "val/mae/loss": 1.6, "probe/auroc": 0.6},
+          {"step": 10, "mae/loss": 1.5, "loss": 1.5, "image_text/i2t_top1": 0.1},
+          {"step": 20, "val/mlm/loss": 7.0, "mlm/loss": 8.0}]  # the text stage starts at 11
+  assert metrics.evaluator_keys(rows) == {"val/mae/loss", "probe/auroc", "val/mlm/loss"}
+  assert metrics.evaluator_keys(rows[1:]) == set()  # no step 0 logged: no evaluator ran
