@@ -30,6 +30,8 @@ def test_runs_against_the_same_random_towers_on_both_evaluations(tiny_config, ti
     # Two runs against three inits: a run is the unit, so p >= 1 / C(5, 2).
     assert c["runs_vs_inits"]["p_value"] >= 0.1
     assert verdict["linear_above_random"][fraction] == (c["pretrained"] > c["random_init"])
+    low, high = c["gain_ci95"]
+    assert low <= c["pretrained"] - c["random_init"] <= high and high - low > 0
   assert verdict["probe_interval_above_0"] == (probe["gain"]["ci95"][0] > 0)
   # Two runs against three inits cannot reach p < 0.05: the verdict is no, whatever the gains.
   assert not verdict["probe_p_below_alpha"] and verdict["pays_off"] is False
