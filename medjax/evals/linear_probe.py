@@ -133,6 +133,13 @@ def permutation_test(a: list[float], b: list[float]) -> dict:
               p_value=float(np.mean(diffs >= observed - 1e-12)), runs=k, inits=len(b))
 
 
+def seeded(config, seed: int):
+  """A copy of `config` at `seed`: random tower k of a baseline is the config at seed k."""
+  out = config.copy_and_resolve_references()
+  out.seed = seed
+  return out
+
+
 def run(config, workdirs: list[str], dataset: str = "covid_cxr", random_inits: int = 8) -> dict:
   """The pretraining runs `workdirs` (one recipe at one or several seeds) vs `random_inits`
   random towers (seeds 0, 1, ...) of the same config; each side scores the mean of its towers."""
@@ -145,9 +152,7 @@ def run(config, workdirs: list[str], dataset: str = "covid_cxr", random_inits: i
   inits = {name: weights.load_model(config, workdir, ts)[1]
            for name, workdir in zip(runs, workdirs)}
   for seed, name in enumerate(randoms):
-    seeded = config.copy_and_resolve_references()
-    seeded.seed = seed
-    inits[name] = weights.load_model(seeded, "", ts)[1]
+    inits[name] = weights.load_model(seeded(config, seed), "", ts)[1]
   out = dict(images=len(labels), patients=len(set(patients)), positives=int(labels.sum()),
              task=f"{POSITIVE} vs {NEGATIVE}", workdirs=list(workdirs))
   features = {name: embed(ts.graphdef, params, images) for name, params in inits.items()}

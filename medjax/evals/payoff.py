@@ -22,12 +22,6 @@ from medjax.evals.labelled import labelled_images
 from medjax.train import weights
 
 
-def _seeded(config, seed: int):
-  seeded = config.copy_and_resolve_references()
-  seeded.seed = seed
-  return seeded
-
-
 def _mean_auroc(labels, score_sets) -> float:
   return float(np.mean([roc_auc_score(labels, scores) for scores in score_sets]))
 
@@ -58,7 +52,7 @@ def run(config, workdirs: list[str], dataset: str = "covid_cxr", random_inits: i
     return out
 
   runs = [linear_scores(config, w) for w in workdirs]
-  inits = [linear_scores(_seeded(config, s), "") for s in range(random_inits)]
+  inits = [linear_scores(linear_probe.seeded(config, s), "") for s in range(random_inits)]
   linear = {}
   for fraction in runs[0]:
     a = [_mean_auroc(labels, r[fraction]) for r in runs]

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from medjax.evals import finetune, payoff
+from medjax.evals import finetune, linear_probe, payoff
 
 
 def test_runs_against_the_same_random_towers_on_both_evaluations(tiny_config, tiny_run):
@@ -18,9 +18,8 @@ def test_runs_against_the_same_random_towers_on_both_evaluations(tiny_config, ti
   # Each side's figure is that tower's few-label mean: run 1 is the step-1 checkpoint, init 2
   # the config at seed 2 (the probe's random towers are seeds 0, 1, 2 too).
   run_1 = finetune.run(config, runs[1], "diagnosis", (0.1, 1.0), 2)["fractions"]
-  seeded = config.copy_and_resolve_references()
-  seeded.seed = 2
-  init_2 = finetune.run(seeded, "", "diagnosis", (0.1, 1.0), 2)["fractions"]
+  init_2 = finetune.run(linear_probe.seeded(config, 2), "", "diagnosis", (0.1, 1.0),
+                        2)["fractions"]
   for fraction, c in linear.items():
     assert c["per_run"][1] == run_1[fraction]["auroc_mean"]
     assert c["per_init"][2] == init_2[fraction]["auroc_mean"]
