@@ -10,10 +10,11 @@
   # no label at all: the X-rays against the config's text prompts (config.prompts):
   medjax-finetune --config medmllm_s --workdir runs/medmllm_s --mode zero_shot
 
-Prints JSON: per label fraction, the validation AUROC of each seed, their mean and spread, and
-how many patients and images each seed trained on (zero_shot: one "fraction" 0). Tasks:
-diagnosis (covid19 vs other_pneumonia), the outcomes survival, intubated, went_icu,
-needed_supplemental_O2, and the CheXpert observations. medjax-evaluate scores another dataset.
+Prints JSON: per label fraction, the validation AUROC of each seed, their mean, spread and
+95% patient-bootstrap interval, and how many patients and images each seed trained on
+(zero_shot: one "fraction" 0). Tasks: diagnosis (covid19 vs other_pneumonia), the outcomes
+survival, intubated, went_icu, needed_supplemental_O2, and the CheXpert observations.
+medjax-evaluate scores another dataset.
 """
 import json
 

@@ -12,8 +12,9 @@ trained on (medjax/evals/external.py scores another dataset instead). Three mode
 - "full": the image tower and a linear head trained together (AdamW; the eval preprocessing,
   no augmentation), from the given run's params.
 Without a pretraining run the tower is a random init of the config (its `seed`): the
-from-scratch baseline to compare with. Reported per fraction: the mean and spread over seeds;
-zero-shot reports one "fraction" 0.
+from-scratch baseline to compare with. Reported per fraction: the mean and spread over seeds
+and the mean's 95% patient-bootstrap interval over the validation patients; zero-shot reports
+one "fraction" 0.
 """
 import functools
 
@@ -25,7 +26,7 @@ from flax import nnx
 from sklearn.metrics import roc_auc_score
 
 from medjax.configs import resolve
-from medjax.evals import zero_shot
+from medjax.evals import linear_probe, zero_shot
 from medjax.evals.labelled import Labelled, embed, labelled_images, logistic_probe, map_batches
 from medjax.train import weights
 
@@ -138,14 +139,21 @@ def run(config, workdir: str | None, task: str = "diagnosis", fractions=(0.01, 0
              validation=dict(images=int(val.sum()), patients=len(set(patients[val])),
                              positives=int(labels[val].sum())),
              fractions={})
+  scored = {}
   for fraction, _, picked, scores in trials(
       config, ts.graphdef, params, tokenizer, mode, task, fit, data.images[val], fractions,
       seeds, steps=steps, lr=lr, batch_size=batch_size):
     rows = out["fractions"].setdefault(str(fraction), dict(
-        auroc_mean=None, auroc_std=None, per_seed=[], train_patients=[], train_images=[]))
+        auroc_mean=None, auroc_std=None, ci95=None, per_seed=[], train_patients=[],
+        train_images=[]))
     rows["per_seed"].append(float(roc_auc_score(labels[val], scores)))
     rows["train_patients"].append(len(set(fit.patients[picked])))
     rows["train_images"].append(len(picked))
+    scored.setdefault(str(fraction), []).append(scores)
+  for fraction, rows in out["fractions"].items():
+    # The validation patients are few: the mean's patient-bootstrap interval says how few.
     rows.update(auroc_mean=float(np.mean(rows["per_seed"])),
-                auroc_std=float(np.std(rows["per_seed"])))
+                auroc_std=float(np.std(rows["per_seed"])),
+                ci95=linear_probe.bootstrap_auroc(scored[fraction], labels[val],
+                                                  patients[val])["ci95"])
   return out

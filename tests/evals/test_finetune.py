@@ -45,6 +45,10 @@ def test_linear_mode_on_the_real_dev_data(tiny_config, tiny_run):
   assert all(2 <= n <= 4 for n in few["train_patients"]) and len(set(few["per_seed"])) > 1
   # 100%: every seed trains on all train images; the fit is deterministic, so one AUROC.
   assert every["train_images"] == [result["train"]["images"]] * 3 and every["auroc_std"] == 0.0
+  # The interval is the validation patients' noise around the mean: wide with ~33 of them.
+  for rows in (few, every):
+    low, high = rows["ci95"]
+    assert low < rows["auroc_mean"] < high and high - low > 0.05
 
 
 def test_full_mode_fits_its_training_images_and_leaves_the_tower(tiny_config):
