@@ -1,7 +1,5 @@
-"""AdamW with linear warmup, cosine decay and global-norm clipping, and the rule that a param
-with no gradient in a step stays as it is."""
+"""AdamW with linear warmup, cosine decay and global-norm clipping."""
 import jax
-import jax.numpy as jnp
 import optax
 
 
@@ -22,15 +20,3 @@ def make(cfg, total_steps: int) -> optax.GradientTransformation:
       optax.adamw(schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2,
                   weight_decay=cfg.weight_decay, mask=_decay_mask),
   )
-
-
-def keep_untouched(tx, grads, new_params, params, new_opt_state, opt_state):
-  """-> (params, opt_state) after a step, where every param leaf whose gradient is exactly zero
-  (a module none of the stage's objectives reads) keeps its value and its Adam moments. Without
-  this AdamW goes on moving it: the momentum of an earlier stage (about 1 / (1 - b1) steps of
-  its last update) and the weight decay, so a text stage would drift the image tower."""
-  touched = jax.tree.map(lambda g: jnp.any(g != 0), grads)
-  state_mask = optax.tree_utils.tree_map_params(tx, lambda _, t: t, new_opt_state, touched,
-                                                transform_non_params=lambda _: True)
-  return (jax.tree.map(jnp.where, touched, new_params, params),
-          jax.tree.map(jnp.where, state_mask, new_opt_state, opt_state))
