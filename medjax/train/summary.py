@@ -36,7 +36,7 @@ def report(workdir, export=None) -> str:
   if export is None and (workdir / "export" / "config.json").exists():
     export = workdir / "export"
   if export is not None:
-    lines.append(f"  export: {export}")
+    lines.append(f"  export: {paths.path(export)}")
   lines.append(f"  metrics: {workdir / 'metrics.jsonl'}; TensorBoard: {workdir / 'tensorboard'}")
   return "\n".join(lines)
 

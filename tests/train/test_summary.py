@@ -26,7 +26,7 @@ def test_losses_evaluators_and_step_times_from_first_to_last(tmp_path):
   assert "export:" not in out  # nothing exported yet
 
 
-def test_names_the_export_just_written_not_the_default_one(tmp_path):
+def test_names_the_export_just_written_not_the_default_one(tmp_path, monkeypatch):
   run = _run(tmp_path / "run", ROWS)
   (run / "export").mkdir()
   (run / "export" / "config.json").write_text("{}")
@@ -35,6 +35,8 @@ def test_names_the_export_just_written_not_the_default_one(tmp_path):
   hf.mkdir()
   out = summary.report(run, hf)
   assert f"export: {hf}" in out and f"{run / 'export'}\n" not in out
+  monkeypatch.chdir(tmp_path)  # a relative --out is printed as the absolute path it names
+  assert f"export: {hf}" in summary.report(run, "hf")
 
 
 def test_evaluations_are_each_figure_where_it_first_and_last_ran(tmp_path):
