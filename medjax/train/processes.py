@@ -60,6 +60,15 @@ def start(*, coordinator: str = "", num_processes: int = 0, process_id: int = -1
   name_process_in_logs()
   log.info("Process %d of %d joined (coordinator %s).", jax.process_index(),
            jax.process_count(), coordinator or "detected")
+  if jax.default_backend() == "cpu":
+    # On CPU only process 0 ever loaded a step from JAX's persistent compilation cache (JAX
+    # writes entries from process 0 alone; the others compiled on every launch), so a relaunch
+    # ran process 0 on an earlier run's executable beside its peers' fresh compiles, and such a
+    # mix hung a resumed run in its first collective (tests/train/test_multiprocess.py). Every
+    # process compiles now, as the others did anyway: no slower.
+    jax.config.update("jax_enable_compilation_cache", False)
+    log.info("Persistent compilation cache off: a multi-process CPU run compiles in every "
+             "process.")
 
 
 def name_process_in_logs() -> None:

@@ -10,6 +10,7 @@ from flax import nnx
 from medjax import objectives
 from medjax.models import forward
 from medjax.objectives import _common
+from medjax.train import optimizer
 
 
 def teacher_momentum(teacher, stage_step, stage_steps: int) -> jax.Array:
@@ -90,7 +91,9 @@ def make_train_step(ts, stage):
     stage_step = inputs[_common.STAGE_STEP]
     (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params, batch, inputs)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
-    new_params = optax.apply_updates(params, updates)
+    new_params, opt_state = optimizer.keep_unread(
+        tx, optimizer.read_leaves(loss, params, batch, inputs),
+        optax.apply_updates(params, updates), params, opt_state, state["opt_state"])
     grad_norm = optax.global_norm(grads)
     # A non-finite loss or gradient leaves params and optimizer untouched (and is counted); the
     # host loop stops the run after `max_nonfinite_in_row` such steps. So no NaN is ever saved.

@@ -137,6 +137,9 @@ def test_two_processes_train_like_one_and_read_disjoint_rows(two, covid_data_dir
 
 def test_sigterm_to_one_process_stops_both_at_one_step_and_resume_is_exact(
     two, covid_data_dir, tmp_path):
+  # These launches share JAX's compilation cache directory with `two`'s (tests/conftest.py), as
+  # a relaunch in production shares its run's: with the cache on, process 0 ran `two`'s cached
+  # step beside process 1's fresh compile, and the run hung in its first step.
   workdir = tmp_path / "stopped"
   procs = _launch(workdir, covid_data_dir)
   _wait_for(lambda: _logged_step(workdir) >= 3, procs[0])

@@ -1,6 +1,8 @@
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from medjax.configs import base
 from medjax.train import optimizer
@@ -33,3 +35,32 @@ def test_no_weight_decay_on_vectors_and_clipping():
   ub, _ = tx.update(big, tx.init(params), params)
   us, _ = tx.update(small, tx.init(params), params)
   np.testing.assert_allclose(ub["w"], us["w"], rtol=1e-4)
+
+
+def test_a_param_the_loss_does_not_read_keeps_its_value_and_moments():
+  """Step 1 trains both towers, step 2 a loss that reads only `image` (as a stage whose
+  objectives use one tower): plain AdamW would move `text` on by momentum and weight decay;
+  `keep_unread` keeps it, and trains `image` as usual."""
+  cfg = ml_collections.ConfigDict(base.get_config().optim)
+  cfg.lr, cfg.warmup_steps = 1e-2, 0
+  tx = optimizer.make(cfg, 10)
+  params = {"image": {"w": jnp.ones((2, 3))}, "text": {"w": jnp.ones((3, 3)), "b": jnp.ones(3)}}
+  both = lambda p, x: jnp.sum(p["image"]["w"] @ x) + jnp.sum(p["text"]["w"] @ x + p["text"]["b"])
+  image_only = lambda p, x: jnp.sum(p["image"]["w"] @ x)
+  x = jnp.arange(3.0)
+  updates, state1 = tx.update(jax.grad(both)(params, x), tx.init(params), params)
+  params1 = optax.apply_updates(params, updates)
+  read = optimizer.read_leaves(image_only, params1, x)
+  assert read == {"image": {"w": True}, "text": {"w": False, "b": False}}
+  updates, state2 = tx.update(jax.grad(image_only)(params1, x), state1, params1)
+  plain = optax.apply_updates(params1, updates)
+  assert float(jnp.abs(plain["text"]["w"] - params1["text"]["w"]).min()) > 1e-4  # the drift
+  got, kept = optimizer.keep_unread(tx, read, plain, params1, state2, state1)
+  np.testing.assert_array_equal(got["text"]["w"], params1["text"]["w"])
+  np.testing.assert_array_equal(got["text"]["b"], params1["text"]["b"])
+  np.testing.assert_array_equal(got["image"]["w"], plain["image"]["w"])  # trained as usual
+  adam = kept[1][0]  # chain(clip, adamw): adamw's scale_by_adam state
+  np.testing.assert_array_equal(adam.mu["text"]["w"], state1[1][0].mu["text"]["w"])
+  np.testing.assert_array_equal(adam.nu["text"]["b"], state1[1][0].nu["text"]["b"])
+  np.testing.assert_array_equal(adam.mu["image"]["w"], state2[1][0].mu["image"]["w"])
+  assert int(adam.count) == 2  # the step count (bias correction, schedule) goes on

@@ -7,7 +7,7 @@ import pytest
 
 from medjax import sharding
 from medjax.configs import base, medmllm_tiny, resolve
-from medjax.train import loop as trainer, stages, state as state_lib
+from medjax.train import loop as trainer, stages, state as state_lib, weights
 
 
 def _config(**overrides):
@@ -130,6 +130,14 @@ def test_staged_run_recompiles_per_stage_and_resumes_inside_a_stage(covid_data_d
   assert "image_level/loss" in history[0] and "mlm/loss" not in history[0]
   assert "mlm/loss" in history[2] and "mae/loss" not in history[2]
   assert [("compile_seconds" in h) for h in history] == [True, False, True, False]
+  # The text stage leaves the image tower as the image stage left it: step 4 (a text step)
+  # changes the text tower and not one image param (no momentum or weight decay drift).
+  ts = state_lib.setup(c, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
+  at = {s: weights.load_params(str(tmp_path / "checkpoints" / str(s)),
+                               ts.abstract_state["params"], ts.logical_specs) for s in (3, 4)}
+  jax.tree.map(np.testing.assert_array_equal, at[3]["image"], at[4]["image"])
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(at[3]["text"]),
+                                                       jax.tree.leaves(at[4]["text"])))
   shutil.rmtree(tmp_path / "checkpoints" / "4")  # as if preempted after step 3's save
   resumed = trainer.train(c, str(tmp_path), devices=jax.devices()[:1])
   assert [h["step"] for h in resumed] == [4] and "mlm/loss" in resumed[0]
