@@ -117,10 +117,12 @@ def _train(config, workdir, devices) -> list[dict]:
       compiled = aot.train_step(ts, mesh, stage).lower(state, batch).compile()
       seconds = time.perf_counter() - t0
       shares = stages.flops_shares(ts.graphdef, stage, state["params"], batch)
+      trained, kept = stages.trained_modules(ts.graphdef, stage, state["params"], batch)
     flops = aot.step_flops_per_device(config, mesh, stage)
     logging.info("Stage %s (steps %d-%d): compiled in %.1f s; %.3g FLOPs per device per step; "
-                 "objectives %s.", stage.name, stage.first, stage.last, seconds, flops,
-                 {k: f"{v:.0%}" for k, v in shares.items()})
+                 "objectives %s; trains %s; keeps %s unchanged.", stage.name, stage.first,
+                 stage.last, seconds, flops, {k: f"{v:.0%}" for k, v in shares.items()},
+                 " + ".join(trained), " + ".join(kept) or "nothing")
     return compiled, flops, dict(shares, compile_seconds=seconds)
 
   # ---------------------------------------------------------------------------------- Loop --

@@ -17,7 +17,7 @@ import jax
 
 from medjax import objectives
 from medjax.models.forward import TEACHER_OUTPUTS
-from medjax.train import metrics, step
+from medjax.train import metrics, optimizer, step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,25 +77,39 @@ def stream_start(stages: list[Stage], step: int) -> int:
   return first.first
 
 
+def _first_step_loss(graphdef, cfg):
+  """loss(params, batch) of objectives `cfg` at a stage's first step, the EMA teacher traced
+  with the student's params in its place (the same shapes)."""
+  loss = step.loss_fn(graphdef, cfg)
+
+  def total(params, batch):
+    teacher = {m: params[m] for n in objectives.teacher_needs(cfg) for m in TEACHER_OUTPUTS[n]}
+    states = {n: objectives.init_state(n, params) for n in objectives.stateful(cfg)}
+    inputs = step.objective_inputs(graphdef, cfg, params, teacher, states, batch, 0)
+    return loss(params, batch, inputs)[0]
+
+  return total
+
+
+def trained_modules(graphdef, stage: Stage, params, batch) -> tuple[list, list]:
+  """(the top-level modules `stage` trains, those it keeps as they are): a module is trained
+  when the stage's loss reads any of its params (optimizer.read_leaves, as the step decides;
+  the teacher's modules count as read, they are the student's own)."""
+  read = optimizer.read_leaves(_first_step_loss(graphdef, stage.objectives), params, batch)
+  trained = [m for m in read if any(jax.tree.leaves(read[m]))]
+  return trained, [m for m in read if m not in trained]
+
+
 def flops_shares(graphdef, stage: Stage, params, batch) -> dict:
   """Each active objective's forward+backward FLOPs (traced alone, `metrics.model_flops`) over
   the sum of them: where a stage's step time goes, to first order. Shared work (one image
   encoding serving two objectives) is counted in each, and so is the EMA teacher's forward
-  pass in each objective reading it (traced with the student's params in its place: the same
-  shapes)."""
+  pass in each objective reading it."""
   def grad_of(name):
     cfg = stage.objectives.copy_and_resolve_references()
     for other in cfg:
       cfg[other].weight = float(other == name)
-    loss = step.loss_fn(graphdef, cfg)
-
-    def total(params, batch):
-      teacher = {m: params[m] for n in objectives.teacher_needs(cfg) for m in TEACHER_OUTPUTS[n]}
-      states = {n: objectives.init_state(n, params) for n in objectives.stateful(cfg)}
-      inputs = step.objective_inputs(graphdef, cfg, params, teacher, states, batch, 0)
-      return loss(params, batch, inputs)[0]
-
-    return metrics.model_flops(jax.grad(total), params, batch)
+    return metrics.model_flops(jax.grad(_first_step_loss(graphdef, cfg)), params, batch)
 
   names = list(objectives.active(stage.objectives))
   if len(names) == 1:

@@ -9,6 +9,8 @@ from medjax import sharding
 from medjax.configs import base, medmllm_tiny, resolve
 from medjax.train import loop as trainer, stages, state as state_lib, weights
 
+import batches
+
 
 def _config(**overrides):
   c = medmllm_tiny.get_config()
@@ -119,6 +121,21 @@ def test_flops_shares_sum_to_one(covid_data_dir):
   shares = stages.flops_shares(ts.graphdef, stage, state_lib.init(c, ts)["params"], batch)
   assert set(shares) == {"image_text/flops_share", "mae/flops_share"}
   assert np.isclose(sum(shares.values()), 1.0) and min(shares.values()) > 0.05
+
+
+def test_a_stage_trains_the_modules_its_objectives_read():
+  """What the step keeps as it is (optimizer.keep_unread), per stage of Med-MLLM's recipe."""
+  c = batches.config(batch_size=4)
+  c.stages, c.total_steps = base.medmllm_stages(1, 1, 1), 3
+  c = resolve.resolved(c)
+  ts = state_lib.setup(c, sharding.make_mesh(dict(data=1), jax.devices()[:1]))
+  params, batch = state_lib.init(c, ts)["params"], batches.random_batch(c)
+  image, text, image_text = (stages.trained_modules(ts.graphdef, s, params, batch)
+                             for s in stages.plan(c))
+  assert "image" in image[0] and "text" in image[1]  # image_level, patient_level, mae
+  assert "text" in text[0] and "image" in text[1] and "mae_decoder" in text[1]
+  assert {"image", "text", "decoder"} <= set(image_text[0]) and "mae_decoder" in image_text[1]
+  assert sorted(image[0] + image[1]) == sorted(params)
 
 
 def test_staged_run_recompiles_per_stage_and_resumes_inside_a_stage(covid_data_dir, tmp_path):
