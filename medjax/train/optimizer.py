@@ -26,9 +26,8 @@ def make(cfg, total_steps: int) -> optax.GradientTransformation:
 
 def read_leaves(fn, params, *args):
   """A pytree like `params` of Python bools: whether `fn(params, *args)` reads each leaf, from
-  fn's jaxpr at trace time. Static, so it costs a step nothing and adds no collective (a
-  per-step test of the gradients would add one per sharded leaf; in a multi-process run whose
-  processes ran differently compiled steps, those hung it)."""
+  fn's jaxpr at trace time: static, so it costs a step nothing at run time (a test of the
+  gradients would cost a reduction, across devices, per leaf)."""
   jaxpr = jax.make_jaxpr(fn)(params, *args).jaxpr
   used = {v for eqn in jaxpr.eqns for v in eqn.invars if isinstance(v, core.Var)}
   used |= {v for v in jaxpr.outvars if isinstance(v, core.Var)}

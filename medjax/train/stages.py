@@ -93,8 +93,9 @@ def _first_step_loss(graphdef, cfg):
 
 def trained_modules(graphdef, stage: Stage, params, batch) -> tuple[list, list]:
   """(the top-level modules `stage` trains, those it keeps as they are): a module is trained
-  when the stage's loss reads any of its params (optimizer.read_leaves, as the step decides;
-  the teacher's modules count as read, they are the student's own)."""
+  when the stage's loss reads any of its params (the step's rule, optimizer.read_leaves; here
+  the teacher is traced with the student's params, and reads only modules the student's own
+  heads read too)."""
   read = optimizer.read_leaves(_first_step_loss(graphdef, stage.objectives), params, batch)
   trained = [m for m in read if any(jax.tree.leaves(read[m]))]
   return trained, [m for m in read if m not in trained]
